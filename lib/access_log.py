@@ -1,0 +1,94 @@
+"""Request ids and the one JSON access-log line per request.
+
+The line holds the request id, method, route, model, statuses, latency and whether the
+answer streamed. It never holds prompt text, headers, keys or the token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LOGGER_NAME = "promptgate"
+# Short, printable and free of separators, so it is safe to log and to send upstream.
+_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def configure_logging(level: str) -> logging.Logger:
+    """Send promptgate's log lines, bare, to stdout (where serverless platforms collect them)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(level)
+    logger.propagate = False
+    if not any(getattr(h, "_promptgate", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._promptgate = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    return logger
+
+
+class RequestContextMiddleware:
+    """Gives each request an id, returns it as `X-Request-ID`, and logs the request once done.
+
+    Routes add `model`, `upstream_status` and `stream` to `request.state` for the log line.
+    """
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id_from(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.logger.isEnabledFor(logging.INFO):
+                self.logger.info(_format_line(scope, state, status, started))
+
+
+def _request_id_from(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _SANE_REQUEST_ID.match(value):
+                return value.decode()
+            break
+    return uuid.uuid4().hex
+
+
+def _format_line(scope: Scope, state: dict, status: int, started: float) -> str:
+    route = scope.get("route")
+    return json.dumps(
+        {
+            "request_id": state["request_id"],
+            "method": scope["method"],
+            "route": getattr(route, "path", None) or "unmatched",
+            "model": state.get("model"),
+            "status": status,
+            "upstream_status": state.get("upstream_status"),
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "stream": state.get("stream", False),
+        },
+        separators=(",", ":"),
+    )

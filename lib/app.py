@@ -1,0 +1,152 @@
+"""The app factory, and the one table that maps exceptions to HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from lib import __version__
+from lib.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logging
+from lib.auth import ClientKeys
+from lib.errors import ProxyError
+from lib.routes import Services, inference_router, public_router
+from lib.settings import Settings, load_settings
+from lib.upstream import UpstreamClient
+
+_DESCRIPTION = """\
+A stateless proxy to a small model on Hugging Face's inference router.
+The server holds the Hugging Face token; callers use a client key.
+
+Press **Authorize**, paste your client key (not a Hugging Face token), then try a route.
+"""
+
+_HTTP_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+}
+
+
+def create_app(
+    settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the ASGI app. `settings` default to the environment; `transport` replaces httpx's."""
+    settings = settings or load_settings()
+    upstream = UpstreamClient(settings, transport=transport)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await upstream.aclose()
+
+    app = FastAPI(
+        title="promptgate",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+        exception_handlers=_exception_handlers(),
+    )
+    app.state.services = Services(
+        settings=settings,
+        upstream=upstream,
+        client_keys=ClientKeys(settings.proxy_api_keys, allow_anonymous=settings.allow_anonymous),
+    )
+    app.include_router(inference_router)
+    app.include_router(public_router)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, logger=configure_logging(settings.log_level))
+    return app
+
+
+def error_response(
+    request: Request,
+    status_code: int,
+    message: str,
+    error_type: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A response in the OpenAI error shape, carrying the request id."""
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    headers = {**(headers or {}), "X-Request-ID": request.state.request_id}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+    request.state.upstream_status = exc.upstream_status
+    body = exc.to_body()["error"]
+    return error_response(
+        request,
+        exc.status_code,
+        exc.message,
+        exc.error_type,
+        code=body["code"],
+        param=exc.param,
+        headers=exc.headers,
+    )
+
+
+async def _handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    reason = first.get("msg", "invalid request")
+    message = f"Invalid value for '{param}': {reason}" if param else f"Invalid request: {reason}"
+    if first.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON.", None
+    elif not location and "json" not in request.headers.get("content-type", ""):
+        message = "The request body must be JSON, sent with 'Content-Type: application/json'."
+    return error_response(request, 422, message, "invalid_request_error", code="invalid_value", param=param)
+
+
+async def _handle_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    messages = {
+        404: f"No route {request.url.path}; see /docs for the routes.",
+        405: f"Method {request.method} is not allowed on {request.url.path}.",
+        413: "The request body is larger than this deployment accepts (MAX_BODY_BYTES).",
+    }
+    message = messages.get(exc.status_code, str(exc.detail))
+    error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "invalid_request_error")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        exc.status_code
+    )
+    return error_response(request, exc.status_code, message, error_type, code=code, headers=exc.headers)
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logging.getLogger(LOGGER_NAME).error(
+        "unhandled %s in request %s", type(exc).__name__, request.state.request_id
+    )
+    return error_response(
+        request, 500, "Internal error in the proxy; the request id identifies it in the logs.", "server_error", code="internal_error"
+    )
+
+
+def _exception_handlers() -> dict[type[Exception], Callable[..., Awaitable[JSONResponse]]]:
+    return {
+        ProxyError: _handle_proxy_error,
+        RequestValidationError: _handle_validation_error,
+        HTTPException: _handle_http_error,
+        Exception: _handle_unexpected,
+    }

@@ -1,0 +1,145 @@
+"""The project's exceptions. The app factory maps each to one HTTP response.
+
+ProxyError                          500 server_error
+├── ClientRequestError              400 invalid_request_error
+│   ├── AuthenticationError         401 authentication_error
+│   ├── ModelNotAllowedError        403 permission_error
+│   └── NotConfiguredError          503 server_error (the deployment lacks a setting)
+└── UpstreamError                   502 upstream_error
+    ├── UpstreamAuthError           502 (the server's HF_TOKEN was refused)
+    ├── UpstreamCreditsError        402 insufficient_quota
+    ├── UpstreamModelNotFoundError  404 not_found_error
+    ├── UpstreamRejectedError       400/422 invalid_request_error (upstream's message)
+    ├── UpstreamRateLimitError      429 rate_limit_error (Retry-After passed on)
+    └── UpstreamTimeoutError        504 timeout_error
+
+Messages are written for the caller: they never hold a secret or the caller's prompt.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """Base of every error promptgate answers with; carries the HTTP status and error shape."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+        self.upstream_status = upstream_status
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, dict[str, str | None]]:
+        """The OpenAI error shape: `{"error": {"message", "type", "param", "code"}}`."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ClientRequestError(ProxyError):
+    """The caller's request cannot be served as sent."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationError(ClientRequestError):
+    """No client key, or one this deployment does not know."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotAllowedError(ClientRequestError):
+    """The model is a valid id but not on this deployment's allowlist."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "model_not_allowed"
+
+
+class NotConfiguredError(ProxyError):
+    """The deployment is missing a setting it needs to serve this route."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "proxy_not_configured"
+
+
+class UpstreamError(ProxyError):
+    """The Hugging Face router failed or answered something unusable."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamAuthError(UpstreamError):
+    """The router refused the server's own token: the operator's problem, not the caller's."""
+
+    code = "upstream_auth_failed"
+
+
+class UpstreamCreditsError(UpstreamError):
+    """The server's Hugging Face account is out of credits."""
+
+    status_code = 402
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class UpstreamModelNotFoundError(UpstreamError):
+    """The router does not know the model."""
+
+    status_code = 404
+    error_type = "not_found_error"
+    code = "model_not_found"
+
+
+class UpstreamRejectedError(UpstreamError):
+    """The router refused the request itself (400 or 422); its reason is passed on."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, *, status_code: int = 400, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+
+
+class UpstreamRateLimitError(UpstreamError):
+    """The router is rate limiting or overloaded."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The request's deadline passed before the router answered."""
+
+    status_code = 504
+    error_type = "timeout_error"
+    code = "upstream_timeout"

@@ -1,0 +1,114 @@
+"""The proxy's operations: pick the model, build the upstream request, shape the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from lib.errors import ModelNotAllowedError, UpstreamError
+from lib.model_ids import PLACEHOLDER_MODEL, is_model_allowed
+from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse, Usage
+from lib.settings import Settings
+from lib.streaming import relay_chat_events, relay_generate_events
+from lib.upstream import UpstreamClient, UpstreamReply
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+def resolve_model(requested: str | None, settings: Settings) -> str:
+    """The model to call: the requested one if allowed, the default one if none was named."""
+    if requested is None or requested == PLACEHOLDER_MODEL:
+        return settings.default_model
+    if not is_model_allowed(requested, settings.allowed_models):
+        allowed = ", ".join(settings.allowed_models)
+        raise ModelNotAllowedError(
+            f"The model '{requested}' is not allowed on this deployment. Allowed: {allowed}.",
+            param="model",
+        )
+    return requested
+
+
+def build_chat_payload(body: ChatCompletionRequest, model: str) -> dict[str, Any]:
+    """The upstream body: what the caller sent, with the resolved model."""
+    payload = body.model_dump(exclude_unset=True)
+    payload["model"] = model
+    return payload
+
+
+def build_generate_payload(body: GenerateRequest, model: str) -> dict[str, Any]:
+    """The chat request that serves a `/api/generate` call."""
+    messages = [{"role": "user", "content": body.prompt}]
+    if body.system:
+        messages.insert(0, {"role": "system", "content": body.system})
+    payload: dict[str, Any] = {"model": model, "messages": messages, "stream": body.stream}
+    if body.max_tokens is not None:
+        payload["max_tokens"] = body.max_tokens
+    if body.temperature is not None:
+        payload["temperature"] = body.temperature
+    if body.stream:
+        payload["stream_options"] = {"include_usage": True}
+    return payload
+
+
+async def forward_chat(
+    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
+) -> UpstreamReply:
+    """Send a chat completion and check that the answer is one."""
+    reply = await upstream.post_json(CHAT_PATH, payload, request_id=request_id, model=payload["model"])
+    _check_chat_completion(reply.data)
+    return reply
+
+
+async def stream_chat(
+    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
+) -> tuple[int, AsyncIterator[bytes]]:
+    """Open a streamed chat completion; return the upstream status and the caller's events."""
+    stream = await upstream.open_stream(
+        CHAT_PATH, payload, request_id=request_id, model=payload["model"]
+    )
+    return stream.status_code, relay_chat_events(stream)
+
+
+async def generate_text(
+    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
+) -> tuple[int, GenerateResponse]:
+    """Serve `/api/generate` from one chat completion."""
+    reply = await forward_chat(upstream, payload, request_id=request_id)
+    choice = reply.data["choices"][0]
+    content = (choice.get("message") or {}).get("content")
+    finish_reason = choice.get("finish_reason")
+    return reply.status_code, GenerateResponse(
+        model=payload["model"],
+        text=content if isinstance(content, str) else "",
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+        usage=_usage_from(reply.data.get("usage")),
+    )
+
+
+async def stream_generated_text(
+    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
+) -> tuple[int, AsyncIterator[bytes]]:
+    """Open a streamed `/api/generate` call: text deltas as SSE events."""
+    stream = await upstream.open_stream(
+        CHAT_PATH, payload, request_id=request_id, model=payload["model"]
+    )
+    return stream.status_code, relay_generate_events(stream, payload["model"])
+
+
+def _check_chat_completion(data: Any) -> None:
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or not isinstance(choices[0], dict)
+        or not isinstance(choices[0].get("message", {}), dict)
+        or not isinstance(data.get("usage") or {}, dict)
+    ):
+        raise UpstreamError("The upstream answered with something that is not a chat completion.")
+
+
+def _usage_from(usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    counts = {k: v for k, v in usage.items() if k in Usage.model_fields and isinstance(v, int)}
+    return Usage(**counts)

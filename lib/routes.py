@@ -1,0 +1,151 @@
+"""The HTTP routes. Each one validates, calls an operation in `lib.inference`, and answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Security
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from lib import __version__, inference
+from lib.auth import ClientKeys
+from lib.schemas import (
+    ChatCompletionRequest,
+    ErrorBody,
+    GenerateRequest,
+    GenerateResponse,
+    Health,
+    ModelCard,
+    ModelList,
+)
+from lib.settings import Settings
+from lib.streaming import STREAM_HEADERS
+from lib.upstream import UpstreamClient
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the routes need, built once by the app factory and kept on `app.state`."""
+
+    settings: Settings
+    upstream: UpstreamClient
+    client_keys: ClientKeys
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The proxy's client key (one of PROXY_API_KEYS), not a Hugging Face token.",
+)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        401: "Missing or unknown client key",
+        403: "Model not allowed on this deployment",
+        413: "Request body too large",
+        422: "Invalid request field",
+        429: "Rate limited upstream (Retry-After passed on)",
+        502: "Upstream failed, or refused the server's credentials",
+        504: "Upstream did not answer within the deadline",
+    }.items()
+}
+_SSE = {"text/event-stream": {"schema": {"type": "string"}, "example": "data: {...}\n\n"}}
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def require_client_key(
+    request: Request,
+    _credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
+) -> None:
+    """Refuse the request unless it carries a configured client key (or anonymity is on)."""
+    _services(request).client_keys.check(request.headers.get("authorization"))
+
+
+inference_router = APIRouter(dependencies=[Depends(require_client_key)], responses=_ERRORS)
+public_router = APIRouter()
+
+
+@inference_router.post(
+    "/v1/chat/completions",
+    tags=["OpenAI-compatible"],
+    summary="Create a chat completion",
+    response_model=None,
+    responses={200: {"content": {"application/json": {}, **_SSE}}},
+)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    """Forward an OpenAI chat completion request; `stream: true` relays the SSE events as they come."""
+    services = _services(request)
+    model = inference.resolve_model(body.model, services.settings)
+    request.state.model, request.state.stream = model, body.stream
+    payload = inference.build_chat_payload(body, model)
+    request_id = request.state.request_id
+    if body.stream:
+        status, events = await inference.stream_chat(
+            services.upstream, payload, request_id=request_id
+        )
+        request.state.upstream_status = status
+        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+    reply = await inference.forward_chat(services.upstream, payload, request_id=request_id)
+    request.state.upstream_status = reply.status_code
+    return Response(reply.content, media_type="application/json")
+
+
+@inference_router.post(
+    "/api/generate",
+    tags=["Simple"],
+    summary="Generate text from a prompt",
+    response_model=GenerateResponse,
+    responses={200: {"content": _SSE}},
+)
+async def generate(body: GenerateRequest, request: Request) -> Response | GenerateResponse:
+    """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
+    services = _services(request)
+    model = inference.resolve_model(body.model, services.settings)
+    request.state.model, request.state.stream = model, body.stream
+    payload = inference.build_generate_payload(body, model)
+    request_id = request.state.request_id
+    if body.stream:
+        status, events = await inference.stream_generated_text(
+            services.upstream, payload, request_id=request_id
+        )
+        request.state.upstream_status = status
+        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+    status, answer = await inference.generate_text(
+        services.upstream, payload, request_id=request_id
+    )
+    request.state.upstream_status = status
+    return answer
+
+
+@inference_router.get("/v1/models", tags=["OpenAI-compatible"], summary="List the allowed models")
+async def list_models(request: Request) -> ModelList:
+    """The models this deployment serves; with `ALLOWED_MODELS=*`, the default one."""
+    settings = _services(request).settings
+    ids = [settings.default_model]
+    ids += [m for m in settings.allowed_models if m != "*" and m != settings.default_model]
+    return ModelList(
+        data=[ModelCard(id=m, owned_by=m.split("/")[0] if "/" in m else "huggingface") for m in ids]
+    )
+
+
+@public_router.get("/api/health", tags=["Service"], summary="Health and configuration")
+async def health(request: Request) -> Health:
+    """Needs no key and calls nothing upstream; reports configuration as booleans only."""
+    services = _services(request)
+    return Health(
+        version=__version__,
+        token_configured=services.settings.hf_token is not None,
+        keys_configured=services.client_keys.configured,
+        anonymous_allowed=services.client_keys.allow_anonymous,
+    )
+
+
+@public_router.get("/", include_in_schema=False)
+async def index() -> RedirectResponse:
+    """Lead a visitor to the interactive docs."""
+    return RedirectResponse("/docs")

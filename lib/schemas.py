@@ -1,0 +1,146 @@
+"""Request and response bodies, as the API documents and validates them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from lib.model_ids import MODEL_ID_PATTERN, is_valid_model_id
+
+
+def _check_model_id(value: str) -> str:
+    if not is_valid_model_id(value):
+        raise ValueError("not a Hub model id (no '..' or '--', not ending in .git)")
+    return value
+
+
+ModelId = Annotated[str, AfterValidator(_check_model_id)]
+
+_MODEL_FIELD = Field(
+    default=None,
+    max_length=200,
+    pattern=MODEL_ID_PATTERN,
+    description="A Hub model id, `org/name` with an optional `:provider` suffix. "
+    "Omit it to use the deployment's default model.",
+)
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation; extra OpenAI fields (name, tool_calls, ...) pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's `stream_options`: ask for a last chunk that carries token usage."""
+
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """An OpenAI chat completion request. Fields not listed here are forwarded unchanged."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "messages": [{"role": "user", "content": "Say hello in five words."}],
+                    "max_tokens": 64,
+                    "stream": False,
+                }
+            ]
+        },
+    )
+
+    model: ModelId | None = _MODEL_FIELD
+    messages: list[ChatMessage] = Field(min_length=1, max_length=512)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=131_072)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = Field(default=None, max_length=4)
+    seed: int | None = None
+
+
+class GenerateRequest(BaseModel):
+    """The simple form: a prompt in, text out."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"prompt": "Write a haiku about proxies.", "max_tokens": 64}]
+        },
+    )
+
+    prompt: str = Field(min_length=1, max_length=200_000)
+    model: ModelId | None = _MODEL_FIELD
+    system: str | None = Field(default=None, max_length=50_000)
+    max_tokens: int | None = Field(default=None, ge=1, le=131_072)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+
+
+class Usage(BaseModel):
+    """Token counts, as the upstream reported them."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class GenerateResponse(BaseModel):
+    """The answer to `/api/generate`."""
+
+    model: str
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    """One entry of `/v1/models`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """The OpenAI list shape for `/v1/models`."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    """What `/api/health` reports: configuration as booleans, never values."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+    token_configured: bool
+    keys_configured: bool
+    anonymous_allowed: bool
+
+
+class ErrorDetail(BaseModel):
+    """The inside of an error body."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error promptgate returns: the shape the OpenAI SDK parses."""
+
+    error: ErrorDetail

@@ -1,0 +1,121 @@
+"""Configuration, read once per process from the environment and an optional `.env`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from lib.model_ids import is_valid_model_id
+
+DEFAULT_HF_BASE_URL = "https://router.huggingface.co"
+# A small instruct model that Hugging Face's own hf-inference provider serves.
+DEFAULT_CHAT_MODEL = "HuggingFaceTB/SmolLM3-3B"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable, never its value."""
+
+
+class Settings(BaseSettings):
+    """Every setting promptgate reads. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    hf_token: SecretStr | None = None
+    hf_base_url: str = DEFAULT_HF_BASE_URL
+    default_model: str = DEFAULT_CHAT_MODEL
+    allowed_models: CommaList = Field(default_factory=list)
+    proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    allow_anonymous: bool = False
+    request_timeout_s: float = Field(default=50.0, gt=0, le=900)
+    stream_idle_timeout_s: float = Field(default=30.0, gt=0, le=900)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=4_500_000)
+    cors_origins: CommaList = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("hf_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("allowed_models", "cors_origins", "proxy_api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("hf_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("default_model")
+    @classmethod
+    def _check_default_model(cls, value: str) -> str:
+        if not is_valid_model_id(value):
+            raise ValueError("must be a Hub model id such as org/name")
+        return value
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _check_allowed_models(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != "*" and not is_valid_model_id(entry):
+                raise ValueError("each entry must be a Hub model id or *")
+        return value
+
+    @field_validator("proxy_api_keys")
+    @classmethod
+    def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            secret = key.get_secret_value()
+            if secret.startswith("sha256:"):
+                digest = secret.removeprefix("sha256:")
+                if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                    raise ValueError("a sha256: entry must hold 64 hex digits")
+            elif len(secret) < 8:
+                raise ValueError("each key must be at least 8 characters long")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _default_allowlist(self) -> Settings:
+        if not self.allowed_models:
+            self.allowed_models = [self.default_model]
+        return self
+
+    @property
+    def any_model_allowed(self) -> bool:
+        """True when `ALLOWED_MODELS` holds `*`."""
+        return "*" in self.allowed_models
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, raising `SettingsError` with one line that names the bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        # The pydantic message describes the rule broken; `input` is never shown.
+        reason = first["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting {name}: {reason}") from None

@@ -1,0 +1,284 @@
+"""The client for Hugging Face's inference router: the one place that talks HTTP upstream.
+
+Every httpx exception and every upstream failure status is turned into one of the
+project's `UpstreamError`s here, so nothing above this module sees httpx's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from lib import __version__
+from lib.errors import (
+    NotConfiguredError,
+    ProxyError,
+    UpstreamAuthError,
+    UpstreamCreditsError,
+    UpstreamError,
+    UpstreamModelNotFoundError,
+    UpstreamRateLimitError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+)
+from lib.settings import Settings
+
+# Far above any chat or embedding answer, far below what would hurt a 2 GB function.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_MAX_ERROR_MESSAGE = 300
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """A successful, fully read JSON answer from the router."""
+
+    status_code: int
+    content: bytes
+    data: Any
+
+
+class UpstreamClient:
+    """A pooled client for the router, reused across requests and warm invocations.
+
+    The pool is bound to the event loop that first uses it; a new loop (a test, or a
+    runtime that replaced its loop) gets a new pool instead of "Event loop is closed".
+    """
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        self._base_url = settings.hf_base_url
+        self._token = settings.hf_token.get_secret_value() if settings.hf_token else None
+        self._timeout_s = settings.request_timeout_s
+        self._idle_timeout_s = settings.stream_idle_timeout_s
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def post_json(
+        self, path: str, payload: dict[str, Any], *, request_id: str, model: str
+    ) -> UpstreamReply:
+        """POST `payload` to `path` and return the parsed JSON answer, or raise `UpstreamError`."""
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        request = self._build_request(path, payload, request_id)
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._client_for_loop().send(request, stream=True)
+                try:
+                    content = await _read_capped(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise self._timeout_error() from exc
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise self._error_for_status(response.status_code, content, response.headers, model)
+        try:
+            data = json.loads(content)
+        except ValueError as exc:
+            raise UpstreamError(
+                "The upstream answered with a body that is not JSON.",
+                upstream_status=response.status_code,
+            ) from exc
+        return UpstreamReply(response.status_code, content, data)
+
+    async def open_stream(
+        self, path: str, payload: dict[str, Any], *, request_id: str, model: str
+    ) -> UpstreamStream:
+        """POST `payload` and return the open event stream once the router has said yes.
+
+        A failure status is read and raised before anything reaches the caller.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        request = self._build_request(path, payload, request_id)
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._client_for_loop().send(request, stream=True)
+                if response.status_code >= 400:
+                    try:
+                        content = await _read_capped(response)
+                    finally:
+                        await response.aclose()
+                    raise self._error_for_status(
+                        response.status_code, content, response.headers, model
+                    )
+        except TimeoutError as exc:
+            raise self._timeout_error() from exc
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        return UpstreamStream(response, deadline, self._idle_timeout_s, self._timeout_error)
+
+    async def aclose(self) -> None:
+        """Close the pool; a later call opens a new one."""
+        if self._client is not None:
+            client, self._client, self._loop = self._client, None, None
+            await client.aclose()
+
+    def _client_for_loop(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self._timeout_s, connect=min(10.0, self._timeout_s)),
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                headers={"User-Agent": f"promptgate/{__version__}"},
+                follow_redirects=False,
+            )
+            self._loop = loop
+        return self._client
+
+    def _build_request(self, path: str, payload: dict[str, Any], request_id: str) -> httpx.Request:
+        if self._token is None:
+            raise NotConfiguredError(
+                "This deployment has no Hugging Face token: set HF_TOKEN in the server's "
+                "environment (for local development, unset it to use the stand-in upstream)."
+            )
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return httpx.Request(
+            "POST",
+            self._base_url + path,
+            content=body,
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+                "X-Request-ID": request_id,
+            },
+        )
+
+    def _timeout_error(self) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"The upstream did not answer within the {self._timeout_s:g} s request deadline."
+        )
+
+    def _error_for_status(
+        self, status: int, content: bytes, headers: httpx.Headers, model: str
+    ) -> UpstreamError:
+        reason = self._redact(_upstream_message(content, headers))
+        if status in (401, 403):
+            return UpstreamAuthError(
+                "The upstream refused this server's Hugging Face credentials; "
+                "the operator must check HF_TOKEN. This is not the caller's fault.",
+                upstream_status=status,
+            )
+        if status == 402:
+            return UpstreamCreditsError(
+                "The server's Hugging Face account has no inference credits left.",
+                upstream_status=status,
+            )
+        if status == 404:
+            return UpstreamModelNotFoundError(
+                f"The model '{model}' was not found upstream.", param="model", upstream_status=status
+            )
+        if status in (400, 422):
+            return UpstreamRejectedError(
+                f"The upstream rejected the request: {reason or 'no reason given'}",
+                status_code=status,
+                upstream_status=status,
+            )
+        if status == 429:
+            retry_after = headers.get("retry-after")
+            return UpstreamRateLimitError(
+                "The upstream is rate limiting or overloaded; try again later.",
+                headers={"Retry-After": retry_after} if retry_after else {},
+                upstream_status=status,
+            )
+        if status in (408, 504):
+            return UpstreamTimeoutError("The upstream timed out.", upstream_status=status)
+        return UpstreamError(f"The upstream failed with status {status}.", upstream_status=status)
+
+    def _redact(self, text: str) -> str:
+        if self._token and self._token in text:
+            return text.replace(self._token, "[redacted]")
+        return text
+
+
+class UpstreamStream:
+    """An open server-sent event stream from the router.
+
+    `events()` yields each whole event block (its lines, without the blank line that
+    ends it), bounded by the request deadline and by an idle limit between chunks.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        deadline: float,
+        idle_timeout_s: float,
+        timeout_error: Callable[[], UpstreamTimeoutError],
+    ) -> None:
+        self.status_code = response.status_code
+        self._response = response
+        self._deadline = deadline
+        self._idle_timeout_s = idle_timeout_s
+        self._timeout_error = timeout_error
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """Yield event blocks as they arrive; raise `UpstreamError` if the stream breaks."""
+        loop = asyncio.get_running_loop()
+        chunks = self._response.aiter_bytes()
+        buffer = b""
+        while True:
+            wait = min(self._idle_timeout_s, self._deadline - loop.time())
+            try:
+                async with asyncio.timeout(max(wait, 0)):
+                    chunk = await anext(chunks, None)
+            except TimeoutError as exc:
+                raise self._timeout_error() from exc
+            except httpx.HTTPError as exc:
+                raise UpstreamError("The upstream connection broke mid-stream.") from exc
+            if chunk is None:
+                break
+            buffer += chunk
+            if b"\r" in buffer:
+                buffer = buffer.replace(b"\r\n", b"\n")
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                if block.strip():
+                    yield block
+        if buffer.strip():
+            yield buffer
+
+    async def aclose(self) -> None:
+        """Close the upstream response and its connection."""
+        await self._response.aclose()
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    size = 0
+    parts: list[bytes] = []
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise UpstreamError("The upstream answer was larger than this proxy accepts.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _transport_error(exc: httpx.HTTPError) -> ProxyError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeoutError("The upstream timed out.")
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamError("Could not connect to the upstream.")
+    return UpstreamError("The connection to the upstream failed.")
+
+
+def _upstream_message(content: bytes, headers: httpx.Headers) -> str:
+    """The reason the router gave, from its JSON `error` or its `X-Error-Message` header."""
+    message = headers.get("x-error-message", "")
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            error = error.get("message")
+        if isinstance(error, str) and error:
+            message = error
+    return message[:_MAX_ERROR_MESSAGE]

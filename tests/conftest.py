@@ -1,0 +1,119 @@
+"""Shared fixtures: canary secrets, settings built without the environment, fakes upstream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi.testclient import TestClient
+
+from lib.access_log import LOGGER_NAME
+from lib.app import create_app
+from lib.settings import Settings
+
+# Obviously fake values; tests check that they never leak.
+CANARY_TOKEN = "hf_test_canary_token_5f2c9a"
+CANARY_KEY = "pg_test_canary_key_7d41e0"
+UPSTREAM = "https://upstream.test"
+AUTH = {"Authorization": f"Bearer {CANARY_KEY}"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Keep the developer's own variables and `.env` out of every test."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: the canary token and key, a fake upstream host."""
+    values: dict[str, Any] = {
+        "hf_token": CANARY_TOKEN,
+        "proxy_api_keys": CANARY_KEY,
+        "hf_base_url": UPSTREAM,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def upstream() -> respx.Router:
+    """A respx router standing in for the Hugging Face router; tests add routes to it."""
+    return respx.Router(base_url=UPSTREAM, assert_all_called=False)
+
+
+def make_client(router: respx.Router, **overrides: Any) -> TestClient:
+    """A test client for an app whose upstream calls go to `router`."""
+    transport = httpx.MockTransport(router.async_handler)
+    app = create_app(make_settings(**overrides), transport=transport)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(upstream: respx.Router) -> Iterator[TestClient]:
+    """The app with default test settings, its upstream faked by `upstream`."""
+    with make_client(upstream) as test_client:
+        yield test_client
+
+
+class LogCollector(logging.Handler):
+    """Keeps every line promptgate logs during a test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """The log lines promptgate writes during the test."""
+    collector = LogCollector()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(collector)
+    yield collector.lines
+    logger.removeHandler(collector)
+
+
+def chat_completion(content: str = "Hi there!", model: str = "HuggingFaceTB/SmolLM3-3B") -> dict:
+    """A chat completion as the router answers one."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+
+
+def sse(*events: Any) -> bytes:
+    """An SSE body: each event a JSON object, or the literal `[DONE]`."""
+    import json
+
+    parts = []
+    for event in events:
+        data = event if isinstance(event, str) else json.dumps(event)
+        parts.append(f"data: {data}\n\n")
+    return "".join(parts).encode()
+
+
+def chunk(content: str | None = None, finish_reason: str | None = None, usage: Any = None) -> dict:
+    """One chat.completion.chunk event."""
+    delta = {} if content is None else {"content": content}
+    choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+    return {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": choices, "usage": usage}
