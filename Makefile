@@ -1,0 +1,33 @@
+# promptgate: `make dev` serves on http://127.0.0.1:8000, `make test` runs every check.
+# Both create .venv with Python 3.12 (see .python-version) on first use.
+
+PYTHON ?= $(shell command -v python3.12 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: dev test lint format clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
+		{ echo "promptgate needs Python 3.12 or newer (found: $$($(PYTHON) --version 2>&1))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+dev: $(STAMP)  ## Serve on 127.0.0.1:8000 (offline stand-in upstream when HF_TOKEN is unset)
+	$(BIN)/python -m lib.devserver
+
+test: $(STAMP) lint  ## Lint, then the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
