@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from lib import __version__
 from lib.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logging
 from lib.auth import ClientKeys
+from lib.body_limit import BodyLimitMiddleware
 from lib.errors import ProxyError
 from lib.routes import Services, inference_router, public_router
 from lib.settings import Settings, load_settings
@@ -53,7 +54,6 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         exception_handlers=_exception_handlers(),
     )
     app.state.services = Services(
@@ -73,6 +73,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, logger=configure_logging(settings.log_level))
     return app
 
@@ -117,7 +118,9 @@ async def _handle_validation_error(request: Request, exc: RequestValidationError
         message, param = "The request body is not valid JSON.", None
     elif not location and "json" not in request.headers.get("content-type", ""):
         message = "The request body must be JSON, sent with 'Content-Type: application/json'."
-    return error_response(request, 422, message, "invalid_request_error", code="invalid_value", param=param)
+    return error_response(
+        request, 422, message, "invalid_request_error", code="invalid_value", param=param
+    )
 
 
 async def _handle_http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -131,7 +134,9 @@ async def _handle_http_error(request: Request, exc: HTTPException) -> JSONRespon
     code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
         exc.status_code
     )
-    return error_response(request, exc.status_code, message, error_type, code=code, headers=exc.headers)
+    return error_response(
+        request, exc.status_code, message, error_type, code=code, headers=exc.headers
+    )
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -139,7 +144,11 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
         "unhandled %s in request %s", type(exc).__name__, request.state.request_id
     )
     return error_response(
-        request, 500, "Internal error in the proxy; the request id identifies it in the logs.", "server_error", code="internal_error"
+        request,
+        500,
+        "Internal error in the proxy; the request id identifies it in the logs.",
+        "server_error",
+        code="internal_error",
     )
 
 

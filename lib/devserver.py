@@ -1,8 +1,9 @@
-"""`make dev`: serve promptgate on loopback, against the stand-in upstream when no HF_TOKEN is set."""
+"""`make dev`: serve promptgate on loopback; offline, against the stand-in, when HF_TOKEN is unset."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -22,10 +23,8 @@ def main() -> None:
         raise SystemExit(f"promptgate: {exc}") from None
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings, host, port))
-    except KeyboardInterrupt:
-        pass
 
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
@@ -55,7 +54,9 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         config = uvicorn.Config(standin, log_level="warning", access_log=False)
         servers.append(uvicorn.Server(config).serve(sockets=[standin_socket]))
     else:
-        notes.append(f"Forwarding to {settings.hf_base_url} with the HF_TOKEN from the environment.")
+        notes.append(
+            f"Forwarding to {settings.hf_base_url} with the HF_TOKEN from the environment."
+        )
     app = create_app(settings)
     proxy_socket = _bind(host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
@@ -77,7 +78,12 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _print_banner(host: str, port: int, notes: list[str]) -> None:
     url = f"http://{host}:{port}"
-    lines = ["", f"  promptgate is serving on {url}  (docs: {url}/docs)", *[f"  {n}" for n in notes], ""]
+    lines = [
+        "",
+        f"  promptgate is serving on {url}  (docs: {url}/docs)",
+        *[f"  {n}" for n in notes],
+        "",
+    ]
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

@@ -54,7 +54,9 @@ async def forward_chat(
     upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
 ) -> UpstreamReply:
     """Send a chat completion and check that the answer is one."""
-    reply = await upstream.post_json(CHAT_PATH, payload, request_id=request_id, model=payload["model"])
+    reply = await upstream.post_json(
+        CHAT_PATH, payload, request_id=request_id, model=payload["model"]
+    )
     _check_chat_completion(reply.data)
     return reply
 

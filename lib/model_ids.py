@@ -19,7 +19,7 @@ PLACEHOLDER_MODEL = "dummy"
 
 def is_valid_model_id(model: str) -> bool:
     """True when `model` is `name` or `org/name`, optionally with a `:provider` suffix."""
-    if not _MODEL_ID.match(model):
+    if not _MODEL_ID.fullmatch(model):
         return False
     repo_id = model.split(":", 1)[0]
     return "--" not in repo_id and ".." not in repo_id and not repo_id.endswith(".git")

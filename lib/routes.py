@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -60,7 +60,7 @@ def _services(request: Request) -> Services:
 
 async def require_client_key(
     request: Request,
-    _credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
     """Refuse the request unless it carries a configured client key (or anonymity is on)."""
     _services(request).client_keys.check(request.headers.get("authorization"))
@@ -78,7 +78,7 @@ public_router = APIRouter()
     responses={200: {"content": {"application/json": {}, **_SSE}}},
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
-    """Forward an OpenAI chat completion request; `stream: true` relays the SSE events as they come."""
+    """Forward an OpenAI chat completion; `stream: true` relays the SSE events as they come."""
     services = _services(request)
     model = inference.resolve_model(body.model, services.settings)
     request.state.model, request.state.stream = model, body.stream

@@ -81,7 +81,9 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
 
     async def list_models(request: Request) -> Response:
         _record(state, request, None)
-        return JSONResponse({"object": "list", "data": [{"id": "HuggingFaceTB/SmolLM3-3B", "object": "model"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "HuggingFaceTB/SmolLM3-3B", "object": "model"}]}
+        )
 
     app = Starlette(
         routes=[
@@ -95,7 +97,12 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
 
 def _record(state: StandinState, request: Request, body: Any) -> None:
     state.received.append(
-        {"method": request.method, "path": request.url.path, "headers": dict(request.headers), "json": body}
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "headers": dict(request.headers),
+            "json": body,
+        }
     )
     del state.received[:-200]
 
@@ -135,7 +142,11 @@ def _answer_words(body: dict[str, Any]) -> list[str]:
 
 def _usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
     prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
-    return {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": len(words),
+        "total_tokens": prompt + len(words),
+    }
 
 
 def _finish_reason(body: dict[str, Any], words: list[str]) -> str:

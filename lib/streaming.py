@@ -19,7 +19,9 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def format_event(data: Any) -> bytes:
     """One SSE `data:` event holding `data` as compact JSON."""
-    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return (
+        b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    )
 
 
 def format_error_event(exc: ProxyError) -> bytes:

@@ -139,7 +139,7 @@ class UpstreamClient:
                 "environment (for local development, unset it to use the stand-in upstream)."
             )
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        return httpx.Request(
+        return self._client_for_loop().build_request(
             "POST",
             self._base_url + path,
             content=body,
@@ -173,7 +173,9 @@ class UpstreamClient:
             )
         if status == 404:
             return UpstreamModelNotFoundError(
-                f"The model '{model}' was not found upstream.", param="model", upstream_status=status
+                f"The model '{model}' was not found upstream.",
+                param="model",
+                upstream_status=status,
             )
         if status in (400, 422):
             return UpstreamRejectedError(

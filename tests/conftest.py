@@ -116,4 +116,10 @@ def chunk(content: str | None = None, finish_reason: str | None = None, usage: A
     """One chat.completion.chunk event."""
     delta = {} if content is None else {"content": content}
     choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
-    return {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": choices, "usage": usage}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": choices,
+        "usage": usage,
+    }

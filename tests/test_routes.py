@@ -38,8 +38,13 @@ def test_chat_forwards_with_server_token_and_returns_upstream_answer(
     assert "cookie" not in sent.headers and "x-custom" not in sent.headers
     assert CANARY_KEY not in str(sent.headers) and CANARY_KEY.encode() not in sent.content
     body = json.loads(sent.content)
-    assert body == {**HELLO, "model": "HuggingFaceTB/SmolLM3-3B", "max_tokens": 20,
-                    "temperature": 0.5, "logit_bias": {"1": 2}}
+    assert body == {
+        **HELLO,
+        "model": "HuggingFaceTB/SmolLM3-3B",
+        "max_tokens": 20,
+        "temperature": 0.5,
+        "logit_bias": {"1": 2},
+    }
 
 
 def test_chat_without_model_uses_default_model(client: TestClient, upstream: respx.Router) -> None:
@@ -103,10 +108,14 @@ def test_chat_with_bad_fields_returns_422_naming_the_field(client: TestClient) -
 
 
 def test_chat_with_body_that_is_not_json_returns_422(client: TestClient) -> None:
-    response = client.post(CHAT, content=b"{nope", headers={**AUTH, "Content-Type": "application/json"})
+    response = client.post(
+        CHAT, content=b"{nope", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["error"]["message"]
-    response = client.post(CHAT, content=json.dumps(HELLO), headers={**AUTH, "Content-Type": "text/plain"})
+    response = client.post(
+        CHAT, content=json.dumps(HELLO), headers={**AUTH, "Content-Type": "text/plain"}
+    )
     assert response.status_code == 422
     assert "Content-Type: application/json" in response.json()["error"]["message"]
 
@@ -114,9 +123,16 @@ def test_chat_with_body_that_is_not_json_returns_422(client: TestClient) -> None
 def test_chat_stream_relays_events_with_unbuffered_headers(
     client: TestClient, upstream: respx.Router
 ) -> None:
-    body = sse(chunk("Hel"), chunk("lo"), chunk(finish_reason="stop"),
-               chunk(usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}), "[DONE]")
-    route = upstream.post(CHAT).respond(200, content=body, headers={"Content-Type": "text/event-stream"})
+    body = sse(
+        chunk("Hel"),
+        chunk("lo"),
+        chunk(finish_reason="stop"),
+        chunk(usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}),
+        "[DONE]",
+    )
+    route = upstream.post(CHAT).respond(
+        200, content=body, headers={"Content-Type": "text/event-stream"}
+    )
     request = {**HELLO, "stream": True, "stream_options": {"include_usage": True}}
     response = client.post(CHAT, json=request, headers=AUTH)
     assert response.status_code == 200
@@ -131,7 +147,9 @@ def test_chat_stream_relays_events_with_unbuffered_headers(
 def test_chat_stream_cut_short_ends_with_error_event_and_no_done(
     client: TestClient, upstream: respx.Router
 ) -> None:
-    upstream.post(CHAT).respond(200, content=sse(chunk("Hel")), headers={"Content-Type": "text/event-stream"})
+    upstream.post(CHAT).respond(
+        200, content=sse(chunk("Hel")), headers={"Content-Type": "text/event-stream"}
+    )
     response = client.post(CHAT, json={**HELLO, "stream": True}, headers=AUTH)
     events = [e for e in response.text.split("\n\n") if e]
     assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["content"] == "Hel"
@@ -143,7 +161,11 @@ def test_chat_stream_cut_short_ends_with_error_event_and_no_done(
 def test_chat_stream_with_upstream_error_event_ends_with_error_event(
     client: TestClient, upstream: respx.Router
 ) -> None:
-    body = sse(chunk("Hel"), {"error": {"message": "CUDA out of memory", "http_status_code": 500}}, "[DONE]")
+    body = sse(
+        chunk("Hel"),
+        {"error": {"message": "CUDA out of memory", "http_status_code": 500}},
+        "[DONE]",
+    )
     upstream.post(CHAT).respond(200, content=body, headers={"Content-Type": "text/event-stream"})
     response = client.post(CHAT, json={**HELLO, "stream": True}, headers=AUTH)
     events = [e for e in response.text.split("\n\n") if e]
@@ -162,11 +184,18 @@ def test_chat_stream_upstream_failure_before_first_byte_returns_status(
     assert response.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_generate_returns_text_finish_reason_and_usage(client: TestClient, upstream: respx.Router) -> None:
+def test_generate_returns_text_finish_reason_and_usage(
+    client: TestClient, upstream: respx.Router
+) -> None:
     route = upstream.post(CHAT).respond(200, json=chat_completion("A haiku."))
     response = client.post(
         "/api/generate",
-        json={"prompt": "Write a haiku", "system": "Be brief.", "max_tokens": 30, "temperature": 0.2},
+        json={
+            "prompt": "Write a haiku",
+            "system": "Be brief.",
+            "max_tokens": 30,
+            "temperature": 0.2,
+        },
         headers=AUTH,
     )
     assert response.status_code == 200
@@ -189,12 +218,17 @@ def test_generate_stream_sends_text_deltas_then_usage_then_done(
 ) -> None:
     usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
     body = sse(chunk("Hel"), chunk("lo"), chunk(finish_reason="stop"), chunk(usage=usage), "[DONE]")
-    route = upstream.post(CHAT).respond(200, content=body, headers={"Content-Type": "text/event-stream"})
+    route = upstream.post(CHAT).respond(
+        200, content=body, headers={"Content-Type": "text/event-stream"}
+    )
     response = client.post("/api/generate", json={"prompt": "hi", "stream": True}, headers=AUTH)
     events = [e.removeprefix("data: ") for e in response.text.split("\n\n") if e]
     assert [json.loads(e) for e in events[:2]] == [{"text": "Hel"}, {"text": "lo"}]
     assert json.loads(events[2]) == {
-        "model": "HuggingFaceTB/SmolLM3-3B", "text": "", "finish_reason": "stop", "usage": usage
+        "model": "HuggingFaceTB/SmolLM3-3B",
+        "text": "",
+        "finish_reason": "stop",
+        "usage": usage,
     }
     assert events[3] == "[DONE]"
     assert json.loads(route.calls.last.request.content)["stream_options"] == {"include_usage": True}
@@ -208,13 +242,23 @@ def test_generate_rejects_unknown_fields_and_empty_prompt(client: TestClient) ->
 
 
 def test_models_lists_allowed_models_in_openai_shape(upstream: respx.Router) -> None:
-    with make_client(upstream, allowed_models="HuggingFaceTB/SmolLM3-3B,Qwen/Qwen2.5-7B-Instruct") as client:
+    with make_client(
+        upstream, allowed_models="HuggingFaceTB/SmolLM3-3B,Qwen/Qwen2.5-7B-Instruct"
+    ) as client:
         response = client.get("/v1/models", headers=AUTH)
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == ["HuggingFaceTB/SmolLM3-3B", "Qwen/Qwen2.5-7B-Instruct"]
-    assert body["data"][1] == {"id": "Qwen/Qwen2.5-7B-Instruct", "object": "model", "created": 0, "owned_by": "Qwen"}
+    assert [m["id"] for m in body["data"]] == [
+        "HuggingFaceTB/SmolLM3-3B",
+        "Qwen/Qwen2.5-7B-Instruct",
+    ]
+    assert body["data"][1] == {
+        "id": "Qwen/Qwen2.5-7B-Instruct",
+        "object": "model",
+        "created": 0,
+        "owned_by": "Qwen",
+    }
 
 
 def test_health_needs_no_key_calls_nothing_and_reports_booleans(
@@ -223,8 +267,11 @@ def test_health_needs_no_key_calls_nothing_and_reports_booleans(
     response = client.get("/api/health")
     assert response.status_code == 200
     assert response.json() == {
-        "status": "ok", "version": "0.1.0", "token_configured": True,
-        "keys_configured": True, "anonymous_allowed": False,
+        "status": "ok",
+        "version": "0.1.0",
+        "token_configured": True,
+        "keys_configured": True,
+        "anonymous_allowed": False,
     }
     assert CANARY_TOKEN not in response.text and CANARY_KEY not in response.text
     assert not upstream.calls

@@ -1,0 +1,131 @@
+"""The upstream client: one pool per event loop, requests built only from server-side values."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from lib.errors import NotConfiguredError, UpstreamError, UpstreamTimeoutError
+from lib.upstream import MAX_RESPONSE_BYTES, UpstreamClient
+from tests.conftest import CANARY_TOKEN, UPSTREAM, chat_completion, make_settings
+
+CHAT = "/v1/chat/completions"
+
+
+def recording_transport(seen: list[httpx.Request], **response: object) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=chat_completion(), **response)  # type: ignore[arg-type]
+
+    return httpx.MockTransport(handler)
+
+
+def test_pool_is_reused_within_a_loop_and_renewed_for_a_new_loop() -> None:
+    seen: list[httpx.Request] = []
+    upstream = UpstreamClient(make_settings(), transport=recording_transport(seen))
+
+    async def two_calls() -> tuple[object, object]:
+        await upstream.post_json(CHAT, {"model": "m"}, request_id="r1", model="m")
+        first = upstream._client
+        await upstream.post_json(CHAT, {"model": "m"}, request_id="r2", model="m")
+        return first, upstream._client
+
+    first, second = asyncio.run(two_calls())
+    assert first is second
+    third, _ = asyncio.run(two_calls())  # a new loop, as after a runtime restart
+    assert third is not first
+    assert len(seen) == 4
+
+
+def test_request_carries_server_token_request_id_and_exact_url() -> None:
+    seen: list[httpx.Request] = []
+    upstream = UpstreamClient(make_settings(), transport=recording_transport(seen))
+    reply = asyncio.run(
+        upstream.post_json(CHAT, {"model": "m", "messages": []}, request_id="abc", model="m")
+    )
+    assert reply.data["object"] == "chat.completion"
+    request = seen[0]
+    assert str(request.url) == f"{UPSTREAM}{CHAT}"
+    assert request.headers["authorization"] == f"Bearer {CANARY_TOKEN}"
+    assert request.headers["x-request-id"] == "abc"
+    assert request.headers["user-agent"].startswith("promptgate/")
+    assert json.loads(request.content) == {"model": "m", "messages": []}
+
+
+def test_missing_token_raises_before_any_request() -> None:
+    seen: list[httpx.Request] = []
+    upstream = UpstreamClient(make_settings(hf_token=None), transport=recording_transport(seen))
+    with pytest.raises(NotConfiguredError):
+        asyncio.run(upstream.post_json(CHAT, {}, request_id="r", model="m"))
+    assert not seen
+
+
+def test_oversized_upstream_answer_is_refused() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"x" * (MAX_RESPONSE_BYTES + 1))
+
+    upstream = UpstreamClient(make_settings(), transport=httpx.MockTransport(handler))
+    with pytest.raises(UpstreamError, match="larger than"):
+        asyncio.run(upstream.post_json(CHAT, {}, request_id="r", model="m"))
+
+
+def test_deadline_bounds_a_hanging_upstream() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=chat_completion())
+
+    settings = make_settings(request_timeout_s=0.2)
+    upstream = UpstreamClient(settings, transport=httpx.MockTransport(handler))
+
+    async def call() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(UpstreamTimeoutError):
+            await upstream.post_json(CHAT, {}, request_id="r", model="m")
+        return loop.time() - start
+
+    assert asyncio.run(call()) < 1.0
+
+
+def test_stream_idle_limit_ends_a_silent_stream() -> None:
+    async def body():
+        yield b'data: {"choices": []}\n\n'
+        await asyncio.sleep(5)
+        yield b"data: [DONE]\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body(), headers={"content-type": "text/event-stream"})
+
+    settings = make_settings(stream_idle_timeout_s=0.2)
+    upstream = UpstreamClient(settings, transport=httpx.MockTransport(handler))
+
+    async def read() -> list[bytes]:
+        stream = await upstream.open_stream(CHAT, {}, request_id="r", model="m")
+        blocks = []
+        with pytest.raises(UpstreamTimeoutError):
+            async for block in stream.events():
+                blocks.append(block)
+        await stream.aclose()
+        return blocks
+
+    assert asyncio.run(read()) == [b'data: {"choices": []}']
+
+
+def test_events_are_split_across_chunk_boundaries_and_crlf() -> None:
+    async def body():
+        for part in [b'data: {"a"', b": 1}\r\n\r\nda", b"ta: [DONE]\r\n", b"\r\n"]:
+            yield part
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    upstream = UpstreamClient(make_settings(), transport=httpx.MockTransport(handler))
+
+    async def read() -> list[bytes]:
+        stream = await upstream.open_stream(CHAT, {}, request_id="r", model="m")
+        return [block async for block in stream.events()]
+
+    assert asyncio.run(read()) == [b'data: {"a": 1}', b"data: [DONE]"]
