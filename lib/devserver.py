@@ -1,4 +1,4 @@
-"""`make dev`: serve promptgate on loopback; offline, against the stand-in, when HF_TOKEN is unset."""
+"""`make dev`: serve promptgate on loopback; offline against the stand-in when HF_TOKEN is unset."""
 
 from __future__ import annotations
 
