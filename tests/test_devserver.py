@@ -1,19 +1,34 @@
-"""`make dev`: a newcomer with no token gets a working proxy backed by the stand-in."""
+"""`make dev` as a newcomer meets it: no token, no keys, and the README's examples work as written."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lib.devserver import DEV_CLIENT_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
+README_URL = "http://127.0.0.1:8000"
+
+
+@dataclass
+class DevServer:
+    """A running `python -m lib.devserver`, and what it printed so far."""
+
+    url: str
+    process: subprocess.Popen
+    stderr_path: Path
 
 
 def _free_port() -> int:
@@ -22,28 +37,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_dev_server_without_token_serves_from_the_standin(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("HF_TOKEN", "PROXY_API_KEYS", "ALLOW_ANONYMOUS")
-    }
+    unset = ("HF_TOKEN", "PROXY_API_KEYS", "ALLOW_ANONYMOUS", "HF_BASE_URL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(PORT=str(port), PYTHONPATH=str(ROOT))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lib.devserver"],
-        cwd=tmp_path,  # no .env here
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    workdir = tmp_path_factory.mktemp("dev")  # no .env here
+    stderr_path = workdir / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lib.devserver"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(f"{base}/api/health").status_code == 200:
+                if httpx.get(f"{url}/api/health").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -51,15 +66,68 @@ def test_dev_server_without_token_serves_from_the_standin(tmp_path: Path) -> Non
                 "dev server did not start"
             )
             time.sleep(0.1)
-        answer = httpx.post(
-            f"{base}/api/generate",
-            json={"prompt": "offline?"},
-            headers={"Authorization": f"Bearer {DEV_CLIENT_KEY}"},
-        )
-        assert answer.status_code == 200
-        assert answer.json()["text"] == "Hello from the stand-in upstream! You said: offline?"
-        assert httpx.post(f"{base}/api/generate", json={"prompt": "x"}).status_code == 401
+        yield DevServer(url, process, stderr_path)
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=10)
+        process.wait(timeout=10)
+
+
+def test_dev_server_without_token_serves_from_the_standin(dev_server: DevServer) -> None:
+    answer = httpx.post(
+        f"{dev_server.url}/api/generate",
+        json={"prompt": "offline?"},
+        headers={"Authorization": f"Bearer {DEV_CLIENT_KEY}"},
+    )
+    assert answer.status_code == 200
+    assert answer.json()["text"] == "Hello from the stand-in upstream! You said: offline?"
+    assert httpx.post(f"{dev_server.url}/api/generate", json={"prompt": "x"}).status_code == 401
+
+
+def test_dev_server_banner_says_standin_and_key(dev_server: DevServer) -> None:
+    stderr = dev_server.stderr_path.read_text()
     assert "stand-in upstream" in stderr and DEV_CLIENT_KEY in stderr
+
+
+def _readme_block(language: str, after_heading: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split(after_heading, 1)[1]
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+
+
+def _curl_commands() -> list[str]:
+    block = _readme_block("sh", "## Calling it")[0]
+    commands, current = [], ""
+    for line in block.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        current += line + "\n"
+        if not line.endswith("\\") and current.count("'") % 2 == 0:
+            commands.append(current)
+            current = ""
+    return commands
+
+
+def test_readme_curl_examples_work_as_written(dev_server: DevServer) -> None:
+    commands = _curl_commands()
+    assert len(commands) == 6
+    for command in commands:
+        command = command.replace(README_URL, dev_server.url)
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, command
+        assert '"error"' not in result.stdout, (command, result.stdout)
+        if "stream" in command:
+            assert result.stdout.rstrip().endswith("data: [DONE]"), command
+        else:
+            json.loads(result.stdout)
+
+
+def test_readme_python_examples_work_as_written(dev_server: DevServer) -> None:
+    snippets = _readme_block("python", "## Calling it")
+    assert len(snippets) == 2
+    for snippet in snippets:
+        code = snippet.replace(README_URL, dev_server.url)
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Hello from the stand-in upstream! You said: Hello!" in result.stdout
