@@ -1,4 +1,4 @@
-"""`make dev` as a newcomer meets it: no token, no keys, and the README's examples work as written."""
+"""`make dev` as a newcomer meets it: no token, no keys, and the README examples work as written."""
 
 from __future__ import annotations
 
