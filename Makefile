@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format clean
+.PHONY: dev test lint format clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
@@ -20,6 +20,11 @@ dev: $(STAMP)  ## Serve on 127.0.0.1:8000 (offline stand-in upstream when HF_TOK
 
 test: $(STAMP) lint  ## Lint, then the whole test suite
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## Measure what the proxy adds over nginx and a bare forwarder (bench/results.md)
+	@command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || \
+		{ echo "make bench needs nginx and wrk: apt-get install -y nginx-light wrk (.ci/run does)"; exit 1; }
+	$(BIN)/python -m bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

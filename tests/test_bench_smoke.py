@@ -1,0 +1,48 @@
+"""The benchmark suite runs end to end on a tiny load. No speed is asserted: that is `make bench`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.run import missing_tools
+
+ROOT = Path(__file__).resolve().parent.parent
+_NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+@pytest.fixture(autouse=True)
+def _tools_installed() -> None:
+    """Skip, loudly, without nginx or wrk; in CI they are installed by .ci/run, so fail."""
+    if missing := missing_tools():
+        message = f"bench smoke test needs {', '.join(missing)}: apt-get install nginx-light wrk"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_tiny_run_prints_and_writes_a_table_of_figures(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = out.read_text()
+    assert written in result.stdout
+    assert "- Machine: " in written and "- Python 3." in written
+    for scenario in ("chat", "chat stream"):
+        for target in ("proxy", "reference httpx"):
+            row = rf"^\| {scenario} \| \d+ \| {target} \| {_NUMBER} \| {_NUMBER} \| {_NUMBER} \|"
+            assert re.search(row, written, re.MULTILINE), f"no {scenario}/{target} row:\n{written}"
+    first_byte = re.search(rf"^\| proxy \| ({_NUMBER}) \| (-?{_NUMBER}) \|", written, re.MULTILINE)
+    assert first_byte and float(first_byte[1]) > 0
+    assert re.search(r"peak RSS MiB", written)
