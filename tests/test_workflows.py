@@ -148,8 +148,12 @@ def test_deploy_runs_after_tests_with_the_pinned_cli_and_secrets_from_env() -> N
     assert workflow["concurrency"]["cancel-in-progress"] is False
     # The test job is ci.yml's: same steps, so production gets only what CI passes.
     assert workflow["jobs"]["test"]["steps"] == _parse_workflow("ci.yml")["jobs"]["test"]["steps"]
+    # Opt-in, so projects deployed by Vercel's Git integration get no failing runs;
+    # the deploy job is skipped whenever the test job is.
+    assert workflow["jobs"]["test"]["if"] == "vars.VERCEL_DEPLOY_WITH_ACTIONS == 'true'"
     deploy = workflow["jobs"]["deploy"]
     assert deploy["needs"] == "test"
+    assert "if" not in deploy
     assert deploy["permissions"] == {"contents": "read"}
     runs = [s.get("run", "") for s in deploy["steps"]]
     assert runs[-3:] == [
