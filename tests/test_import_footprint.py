@@ -1,0 +1,68 @@
+"""`import api.index`, what every cold start pays, loads no test, dev or docs-only module."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import CANARY_KEY, CANARY_TOKEN
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Packages and modules the serverless entry must never load; each with why.
+DENIED = {
+    "pytest": "test framework",
+    "_pytest": "test framework",
+    "respx": "test mocking",
+    "tests": "the test suite",
+    "bench": "the benchmarks",
+    "lib.standin": "the offline stand-in upstream (tests and make dev)",
+    "lib.devserver": "make dev",
+    "uvicorn": "the dev and container server; Vercel brings its own, Lambda needs none",
+    "openai": "a client the end-to-end tests drive",
+    "huggingface_hub": "a client the end-to-end tests drive",
+    "starlette.testclient": "test client",
+    "fastapi.testclient": "test client",
+    "playwright": "browser tests",
+    "aiohttp": "benchmark transport",
+    "httpx_aiohttp": "benchmark transport",
+    "uvloop": "benchmark event loop",
+    "fastapi_standalone_docs": "the docs page's assets, served as files, never imported",
+    "rich": "pretty printing for CLIs",
+}
+
+_LIST_MODULES = "import json, sys\nimport api.index\nprint(json.dumps(sorted(sys.modules)))"
+
+
+def _modules_after_import(tmp_path: Path) -> set[str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "HF_TOKEN": CANARY_TOKEN,
+        "PROXY_API_KEYS": CANARY_KEY,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_MODULES],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_import_api_index_loads_no_denied_module(tmp_path: Path) -> None:
+    """The deny list is checked against a real import of the entry in a fresh interpreter."""
+    modules = _modules_after_import(tmp_path)
+    assert {"api.index", "lib.app", "fastapi", "mangum"} <= modules  # the import really ran
+    loaded = {
+        name: why
+        for name, why in DENIED.items()
+        if name in modules or any(m.startswith(name + ".") for m in modules)
+    }
+    assert not loaded, f"import api.index loads: {loaded}"
