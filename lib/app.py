@@ -17,6 +17,7 @@ from lib.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logg
 from lib.auth import ClientKeys
 from lib.body_limit import BodyLimitMiddleware
 from lib.errors import ProxyError
+from lib.pages import include_pages
 from lib.routes import Services, inference_router, public_router
 from lib.settings import Settings, load_settings
 from lib.upstream import UpstreamClient
@@ -55,6 +56,8 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
         exception_handlers=_exception_handlers(),
+        docs_url=None,  # lib.pages serves /docs and /redoc from this origin
+        redoc_url=None,
     )
     app.state.services = Services(
         settings=settings,
@@ -63,6 +66,7 @@ def create_app(
     )
     app.include_router(inference_router)
     app.include_router(public_router)
+    include_pages(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

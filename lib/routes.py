@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Security
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lib import __version__, inference
@@ -143,9 +143,3 @@ async def health(request: Request) -> Health:
         keys_configured=services.client_keys.configured,
         anonymous_allowed=services.client_keys.allow_anonymous,
     )
-
-
-@public_router.get("/", include_in_schema=False)
-async def index() -> RedirectResponse:
-    """Lead a visitor to the interactive docs."""
-    return RedirectResponse("/docs")

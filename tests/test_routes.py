@@ -277,11 +277,6 @@ def test_health_needs_no_key_calls_nothing_and_reports_booleans(
     assert not upstream.calls
 
 
-def test_root_redirects_to_docs(client: TestClient) -> None:
-    response = client.get("/", follow_redirects=False)
-    assert response.status_code in (302, 307) and response.headers["location"] == "/docs"
-
-
 def test_upstream_connect_error_returns_502(client: TestClient, upstream: respx.Router) -> None:
     upstream.post(CHAT).mock(side_effect=httpx.ConnectError("boom"))
     response = client.post(CHAT, json=HELLO, headers=AUTH)
