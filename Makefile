@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format clean bench
+.PHONY: dev test lint format clean bench screenshots
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
@@ -25,6 +25,9 @@ bench: $(STAMP)  ## Measure what the proxy adds over nginx and a bare forwarder 
 	@command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || \
 		{ echo "make bench needs nginx and wrk: apt-get install -y nginx-light wrk (.ci/run does)"; exit 1; }
 	$(BIN)/python -m bench.run
+
+screenshots: $(STAMP)  ## Refresh docs/screenshot-*.png from the browser tests (needs /usr/bin/chromium)
+	SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_pages_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
