@@ -58,7 +58,9 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                headers = message.get("headers", ())
+                if not any(name == b"x-request-id" for name, _ in headers):
+                    message["headers"] = [*headers, id_header]
             await send(message)
 
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from lib.errors import ProxyError
 from lib.pages import include_pages
 from lib.routes import Services, inference_router, public_router
 from lib.settings import Settings, load_settings
+from lib.task_routes import TASK_ROUTE_PREFIX, task_router
 from lib.upstream import UpstreamClient
 
 _DESCRIPTION = """\
@@ -28,6 +30,9 @@ The server holds the Hugging Face token; callers use a client key.
 
 Press **Authorize**, paste your client key (not a Hugging Face token), then try a route.
 """
+
+# The `error_type` values huggingface_hub's text generation turns into typed exceptions.
+_HF_ERROR_TYPES = {400: "validation", 422: "validation", 424: "generation", 429: "overloaded"}
 
 _HTTP_ERROR_TYPES = {
     401: "authentication_error",
@@ -66,6 +71,7 @@ def create_app(
     )
     app.include_router(inference_router)
     app.include_router(public_router)
+    app.include_router(task_router)
     include_pages(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -92,10 +98,29 @@ def error_response(
     param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """A response in the OpenAI error shape, carrying the request id."""
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    headers = {**(headers or {}), "X-Request-ID": request.state.request_id}
+    """An error response in the shape the caller's client reads, carrying the request id.
+
+    `/models/*` (the Hugging Face task routes) answer `{"error": "<message>", "error_type"}`;
+    every other route answers the OpenAI shape. Both carry `X-Error-Message`, which the
+    Hugging Face client shows first.
+    """
+    headers = {
+        **(headers or {}),
+        "X-Request-ID": request.state.request_id,
+        "X-Error-Message": _header_safe(message),
+    }
+    if code == "model_not_found":
+        headers["X-Error-Code"] = "RepoNotFound"  # huggingface_hub: RepositoryNotFoundError
+    body: dict[str, Any]
+    if request.url.path.startswith(TASK_ROUTE_PREFIX):
+        body = {"error": message, "error_type": _HF_ERROR_TYPES.get(status_code, error_type)}
+    else:
+        body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else " " for c in text)[:300]
 
 
 async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 ProxyError                          500 server_error
 ├── ClientRequestError              400 invalid_request_error
+│   ├── InvalidFieldError           422 invalid_request_error (a field the schema cannot check)
 │   ├── AuthenticationError         401 authentication_error
 │   ├── ModelNotAllowedError        403 permission_error
 │   └── NotConfiguredError          503 server_error (the deployment lacks a setting)
@@ -61,6 +62,13 @@ class ClientRequestError(ProxyError):
     status_code = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+
+
+class InvalidFieldError(ClientRequestError):
+    """A field is malformed in a way the request schema cannot express (a path's model id)."""
+
+    status_code = 422
+    code = "invalid_value"
 
 
 class AuthenticationError(ClientRequestError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from lib.errors import ModelNotAllowedError, UpstreamError
-from lib.model_ids import PLACEHOLDER_MODEL, is_model_allowed
+from lib.errors import ClientRequestError, InvalidFieldError, ModelNotAllowedError, UpstreamError
+from lib.model_ids import PLACEHOLDER_MODEL, is_model_allowed, is_valid_model_id
 from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse, Usage
 from lib.settings import Settings
 from lib.streaming import relay_chat_events, relay_generate_events
@@ -15,10 +15,10 @@ from lib.upstream import UpstreamClient, UpstreamReply
 CHAT_PATH = "/v1/chat/completions"
 
 
-def resolve_model(requested: str | None, settings: Settings) -> str:
-    """The model to call: the requested one if allowed, the default one if none was named."""
+def resolve_model(requested: str | None, settings: Settings, default: str | None = None) -> str:
+    """The model to call: the requested one if allowed, `default` (the chat model) if none."""
     if requested is None or requested == PLACEHOLDER_MODEL:
-        return settings.default_model
+        return default or settings.default_model
     if not is_model_allowed(requested, settings.allowed_models):
         allowed = ", ".join(settings.allowed_models)
         raise ModelNotAllowedError(
@@ -26,6 +26,31 @@ def resolve_model(requested: str | None, settings: Settings) -> str:
             param="model",
         )
     return requested
+
+
+def resolve_task_model(model: str, settings: Settings) -> str:
+    """A model named in a task route's path: a plain Hub id (no provider suffix), allowed."""
+    if not is_valid_model_id(model) or ":" in model:
+        raise InvalidFieldError(
+            f"'{model[:100]}' is not a Hub model id such as org/name (no provider suffix here).",
+            param="model",
+        )
+    return resolve_model(model, settings)
+
+
+def task_path(model: str) -> str:
+    """The router path of a model's default task on the hf-inference provider."""
+    return f"/hf-inference/models/{model}"
+
+
+def build_task_payload(body: Any) -> dict[str, Any]:
+    """The body of a task route, forwarded as sent; streaming is not relayed on these routes."""
+    if getattr(body, "stream", False):
+        raise ClientRequestError(
+            "Streaming is not supported on task routes; use /v1/chat/completions with stream.",
+            param="stream",
+        )
+    return body.model_dump(exclude_unset=True)
 
 
 def build_chat_payload(body: ChatCompletionRequest, model: str) -> dict[str, Any]:

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lib import __version__, inference
+from lib import __version__, embeddings, inference
 from lib.auth import ClientKeys
+from lib.model_ids import is_model_allowed
 from lib.schemas import (
     ChatCompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ErrorBody,
     GenerateRequest,
     GenerateResponse,
@@ -79,8 +82,13 @@ public_router = APIRouter()
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     """Forward an OpenAI chat completion; `stream: true` relays the SSE events as they come."""
+    model = inference.resolve_model(body.model, _services(request).settings)
+    return await answer_chat(body, model, request)
+
+
+async def answer_chat(body: ChatCompletionRequest, model: str, request: Request) -> Response:
+    """Serve a chat completion for `model`, already resolved and allowed."""
     services = _services(request)
-    model = inference.resolve_model(body.model, services.settings)
     request.state.model, request.state.stream = model, body.stream
     payload = inference.build_chat_payload(body, model)
     request_id = request.state.request_id
@@ -122,14 +130,43 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
     return answer
 
 
+@inference_router.post(
+    "/v1/embeddings",
+    tags=["OpenAI-compatible"],
+    summary="Create embeddings",
+    response_model=EmbeddingResponse,
+)
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+    """Embed one text or a list of texts with a feature-extraction model."""
+    services = _services(request)
+    model = inference.resolve_model(
+        body.model, services.settings, services.settings.embedding_model
+    )
+    request.state.model = model
+    status, answer = await embeddings.create_embeddings(
+        services.upstream, body, model, request_id=request.state.request_id
+    )
+    request.state.upstream_status = status
+    return answer
+
+
 @inference_router.get("/v1/models", tags=["OpenAI-compatible"], summary="List the allowed models")
 async def list_models(request: Request) -> ModelList:
-    """The models this deployment serves; with `ALLOWED_MODELS=*`, the default one."""
+    """The models this deployment serves; with `ALLOWED_MODELS=*`, the two defaults."""
     settings = _services(request).settings
-    ids = [settings.default_model]
-    ids += [m for m in settings.allowed_models if m != "*" and m != settings.default_model]
+    tasks = {
+        settings.default_model: "chat-completion",
+        settings.embedding_model: "feature-extraction",
+    }
+    ids = [m for m in tasks if is_model_allowed(m, settings.allowed_models)]
+    ids += [m for m in settings.allowed_models if m != "*" and m not in tasks]
     return ModelList(
-        data=[ModelCard(id=m, owned_by=m.split("/")[0] if "/" in m else "huggingface") for m in ids]
+        data=[
+            ModelCard(
+                id=m, owned_by=m.split("/")[0] if "/" in m else "huggingface", task=tasks.get(m)
+            )
+            for m in ids
+        ]
     )
 
 

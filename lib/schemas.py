@@ -88,6 +88,61 @@ class GenerateRequest(BaseModel):
     stream: bool = False
 
 
+class EmbeddingRequest(BaseModel):
+    """An OpenAI embeddings request, served by Hugging Face's feature-extraction pipeline."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"input": ["The first sentence.", "The second one."]}],
+        },
+    )
+
+    input: str | Annotated[list[str], Field(min_length=1, max_length=256)] = Field(
+        description="A text, or a list of up to 256 texts. Token arrays are not supported."
+    )
+    model: ModelId | None = Field(
+        default=None,
+        max_length=200,
+        pattern=MODEL_ID_PATTERN,
+        description="A Hub model id; omit it to use the deployment's embedding model.",
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float",
+        description="`base64`: each vector as little-endian float32, as the OpenAI SDK expects.",
+    )
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        le=16_384,
+        description="Accepted only when it equals the model's own dimension count.",
+    )
+
+
+class Embedding(BaseModel):
+    """One vector of an embeddings answer."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    """Input size; the upstream reports no token counts, so these count words."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    """The OpenAI embeddings list shape."""
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
 class Usage(BaseModel):
     """Token counts, as the upstream reported them."""
 
@@ -112,6 +167,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str
+    task: str | None = Field(
+        default=None, description="`chat-completion`, `feature-extraction`, or null when unknown."
+    )
 
 
 class ModelList(BaseModel):

@@ -12,6 +12,8 @@ from lib.model_ids import is_valid_model_id
 DEFAULT_HF_BASE_URL = "https://router.huggingface.co"
 # A small instruct model that Hugging Face's own hf-inference provider serves.
 DEFAULT_CHAT_MODEL = "HuggingFaceTB/SmolLM3-3B"
+# A small sentence embedding model (384 dimensions) that hf-inference serves.
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -34,6 +36,7 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = None
     hf_base_url: str = DEFAULT_HF_BASE_URL
     default_model: str = DEFAULT_CHAT_MODEL
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
     allowed_models: CommaList = Field(default_factory=list)
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allow_anonymous: bool = False
@@ -64,7 +67,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL without query or fragment")
         return value.rstrip("/")
 
-    @field_validator("default_model")
+    @field_validator("default_model", "embedding_model")
     @classmethod
     def _check_default_model(cls, value: str) -> str:
         if not is_valid_model_id(value):
@@ -100,7 +103,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_allowlist(self) -> Settings:
         if not self.allowed_models:
-            self.allowed_models = [self.default_model]
+            self.allowed_models = [self.default_model, self.embedding_model]
         return self
 
     @property

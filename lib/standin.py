@@ -1,10 +1,15 @@
 """A stand-in for Hugging Face's inference router, for offline development and tests.
 
-It answers the routes promptgate calls with the shapes the real router answers
-(hub-docs `tasks/chat-completion.md`; errors as listed in the platform notes), and
-records what it received so tests can check what reached "the upstream".
+It answers the routes promptgate calls with the shapes the real router answers, and
+records what it received so tests can check what reached "the upstream":
+    POST /v1/chat/completions                        hub-docs `tasks/chat-completion.md`
+    POST /hf-inference/models/{m}/pipeline/feature-extraction   one vector per input
+    POST /hf-inference/models/{m}                    the model's task, guessed from its name
+Errors are the ones listed in the platform notes ("Errors seen"). A model whose name
+holds "missing" is unknown (404, text/plain, as hf-inference answers).
 
-Faults, for trying the error paths by hand: end the last user message with a tag.
+Faults, for trying the error paths by hand: end the last user message (or a task's
+`inputs` text) with a tag.
     #standin:401 #standin:402 #standin:404 #standin:422 #standin:429 #standin:500 #standin:503
     #standin:notjson   a 200 whose body is not JSON
     #standin:cut       a stream that stops before `data: [DONE]`
@@ -16,7 +21,9 @@ Never imported by the production app.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -59,25 +66,60 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
     """Build the stand-in router app; pass a `StandinState` to inspect what it received."""
     state = state or StandinState()
 
-    async def chat_completions(request: Request) -> Response:
-        body = await request.json()
+    async def refusal(request: Request, body: Any, model: str, text: str) -> Response | None:
+        """The error the router would answer instead, if any: bad token, unknown model, a fault."""
         _record(state, request, body)
         if request.headers.get("authorization") != f"Bearer {state.token}":
             return _error(401)
-        fault = _fault_in(body)
+        fault = _fault_tag(text)
         if fault == "slow":
             await asyncio.sleep(state.slow_s)
         elif fault == "notjson":
             return PlainTextResponse("<html>upstream proxy error</html>", status_code=200)
         elif fault.isdigit():
             return _error(int(fault), retry_after="7" if fault == "429" else None)
+        if "missing" in model:
+            return _error(404)
+        return None
+
+    async def chat_completions(request: Request) -> Response:
+        body = await request.json()
         model = body.get("model") or "unknown"
+        if refused := await refusal(request, body, model, _last_user_text(body)):
+            return refused
         words = _answer_words(body)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            fault = _fault_tag(_last_user_text(body))
             events = _stream_events(state, model, words, body, include_usage, fault)
             return StreamingResponse(events, media_type="text/event-stream")
         return JSONResponse(_completion(model, words, body))
+
+    async def feature_extraction(request: Request) -> Response:
+        body = await request.json()
+        inputs = body.get("inputs")
+        text = inputs if isinstance(inputs, str) else ""
+        if refused := await refusal(request, body, request.path_params["model"], text):
+            return refused
+        # hf-inference feature extraction (sentence-transformers): one vector per input,
+        # a bare vector for a lone string (platform notes, "Feature extraction").
+        if isinstance(inputs, str):
+            return JSONResponse(_vector(inputs))
+        if isinstance(inputs, list) and all(isinstance(x, str) for x in inputs):
+            return JSONResponse([_vector(text) for text in inputs])
+        return _error(422)
+
+    async def run_task(request: Request) -> Response:
+        body = await request.json()
+        inputs = body.get("inputs")
+        model = request.path_params["model"]
+        if refused := await refusal(
+            request, body, model, inputs if isinstance(inputs, str) else ""
+        ):
+            return refused
+        if not isinstance(inputs, str):
+            return _error(422)
+        return JSONResponse(_task_answer(model, inputs, body.get("parameters") or {}))
 
     async def list_models(request: Request) -> Response:
         _record(state, request, None)
@@ -89,10 +131,51 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route(
+                "/hf-inference/models/{model:path}/pipeline/feature-extraction",
+                feature_extraction,
+                methods=["POST"],
+            ),
+            Route("/hf-inference/models/{model:path}", run_task, methods=["POST"]),
         ]
     )
     app.state.standin = state
     return app
+
+
+EMBEDDING_DIMENSIONS = 384
+
+
+def _vector(text: str) -> list[float]:
+    """A deterministic unit vector for `text`, 384 wide like all-MiniLM-L6-v2."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [(seed[i % 32] - 127.5) / 127.5 + i / 1000 for i in range(EMBEDDING_DIMENSIONS)]
+    norm = math.sqrt(sum(x * x for x in raw))
+    return [round(x / norm, 6) for x in raw]
+
+
+def _task_answer(model: str, text: str, parameters: dict[str, Any]) -> Any:
+    """What hf-inference answers for the model's task, guessed from the model's name.
+
+    Shapes: huggingface.js `packages/tasks/src/tasks/<task>/spec/output.json`, as the
+    official clients parse them (text classification comes back nested one level).
+    """
+    name = model.lower()
+    if "sentiment" in name or "sst" in name or "classif" in name:
+        positive = 0.9 if "love" in text.lower() or "good" in text.lower() else 0.2
+        labels = [
+            {"label": "POSITIVE", "score": positive},
+            {"label": "NEGATIVE", "score": round(1 - positive, 6)},
+        ]
+        labels.sort(key=lambda item: -item["score"])
+        return [labels[: parameters.get("top_k") or 2]]
+    if "summar" in name or "bart" in name:
+        return [{"summary_text": " ".join(text.split()[:8])}]
+    if "ner" in name or "token" in name:
+        word = text.split()[0] if text.split() else ""
+        return [{"entity_group": "PER", "score": 0.99, "word": word, "start": 0, "end": len(word)}]
+    said = " ".join(text.split()[:20])
+    return [{"generated_text": f"Hello from the stand-in upstream! You said: {said}"}]
 
 
 def _record(state: StandinState, request: Request, body: Any) -> None:
@@ -127,9 +210,8 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def _fault_in(body: dict[str, Any]) -> str:
-    text = _last_user_text(body).rstrip()
-    _, found, tag = text.rpartition("#standin:")
+def _fault_tag(text: str) -> str:
+    _, found, tag = text.rstrip().rpartition("#standin:")
     return tag if found else ""
 
 

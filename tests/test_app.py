@@ -22,7 +22,8 @@ def assert_error_shape(response: httpx.Response, status: int, error_type: str) -
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["type"] == error_type and body["error"]["message"]
-    assert response.headers["x-request-id"]
+    assert len(response.headers.get_list("x-request-id")) == 1
+    assert response.headers["x-error-message"] == body["error"]["message"][:300]
     return body["error"]
 
 

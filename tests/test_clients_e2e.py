@@ -16,6 +16,11 @@ from tests.conftest import CANARY_KEY, CANARY_TOKEN, LogCollector, make_settings
 from tests.servers import serve_on_loopback
 
 MODEL = "HuggingFaceTB/SmolLM3-3B"
+EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+CLASSIFIER = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+GENERATOR = "openai-community/gpt2"
+MISSING = "nobody/missing-model"
+ALLOWED = ",".join([MODEL, EMBEDDER, CLASSIFIER, GENERATOR, MISSING])
 
 
 @dataclass
@@ -33,7 +38,7 @@ def live() -> Iterator[Live]:
     collector = LogCollector()
     logger = logging.getLogger("promptgate")
     with serve_on_loopback(create_standin_app(state)) as standin_url:
-        settings = make_settings(hf_base_url=standin_url)
+        settings = make_settings(hf_base_url=standin_url, allowed_models=ALLOWED)
         app = create_app(settings)
         logger.addHandler(collector)
         try:
@@ -210,3 +215,181 @@ def test_no_secret_in_any_response_or_log_line(live: Live) -> None:
     for secret in (CANARY_TOKEN, CANARY_KEY):
         assert secret not in everything
     assert len(live.log_lines) >= len(requests)
+
+
+def openai_client(live: Live, key: str = CANARY_KEY):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{live.url}/v1", api_key=key, max_retries=0)
+
+
+def test_openai_embeddings_default_base64_decode_to_the_vectors(live: Live) -> None:
+    from lib.standin import _vector
+
+    result = openai_client(live).embeddings.create(model=EMBEDDER, input=["alpha", "beta"])
+    assert [item.index for item in result.data] == [0, 1]
+    for item, text in zip(result.data, ["alpha", "beta"], strict=True):
+        assert item.embedding == pytest.approx(_vector(text), abs=1e-6)
+    assert live.standin.received[-1]["json"] == {"inputs": ["alpha", "beta"]}
+    assert live.standin.received[-1]["path"].endswith(f"{EMBEDDER}/pipeline/feature-extraction")
+
+
+def test_openai_embeddings_float_format(live: Live) -> None:
+    from lib.standin import _vector
+
+    result = openai_client(live).embeddings.create(
+        model=EMBEDDER, input="gamma", encoding_format="float"
+    )
+    assert result.data[0].embedding == _vector("gamma")
+    assert result.model == EMBEDDER and result.usage.prompt_tokens == 1
+
+
+def test_openai_models_list_shows_tasks(live: Live) -> None:
+    models = {m.id: m for m in openai_client(live).models.list()}
+    assert set(models) == set(ALLOWED.split(","))
+    assert models[MODEL].model_extra["task"] == "chat-completion"
+    assert models[EMBEDDER].model_extra["task"] == "feature-extraction"
+
+
+@pytest.mark.parametrize(
+    ("model", "content", "error_name", "status"),
+    [
+        (MODEL, "x", "AuthenticationError", 401),
+        ("meta-llama/Llama-3.1-405B", "x", "PermissionDeniedError", 403),
+        (MISSING, "x", "NotFoundError", 404),
+        (MODEL, "x #standin:429", "RateLimitError", 429),
+        (MODEL, "x #standin:422", "UnprocessableEntityError", 422),
+        ("bad..model", "x", "UnprocessableEntityError", 422),
+        (MODEL, "x #standin:402", "APIStatusError", 402),
+        (MODEL, "x #standin:500", "InternalServerError", 502),
+    ],
+)
+def test_openai_typed_errors(
+    live: Live, model: str, content: str, error_name: str, status: int
+) -> None:
+    import openai
+
+    key = "pg_test_canary_wrong" if error_name == "AuthenticationError" else CANARY_KEY
+    with pytest.raises(getattr(openai, error_name)) as caught:
+        openai_client(live, key).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": content}]
+        )
+    assert caught.value.status_code == status
+    assert caught.value.message and caught.value.request_id
+    assert isinstance(caught.value.body, dict) and caught.value.body["message"]
+
+
+def test_openai_bad_request_error(live: Live) -> None:
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(live).embeddings.create(model=EMBEDDER, input="x", dimensions=12)
+    assert "384 dimensions" in caught.value.message
+
+
+def hf_client(live: Live, model: str | None = None, **kwargs):
+    from huggingface_hub import InferenceClient
+
+    if model:
+        return InferenceClient(model=f"{live.url}/models/{model}", api_key=CANARY_KEY, **kwargs)
+    return InferenceClient(base_url=live.url, api_key=CANARY_KEY, **kwargs)
+
+
+def test_huggingface_hub_feature_extraction(live: Live) -> None:
+    from lib.standin import _vector
+
+    client = hf_client(live, f"{EMBEDDER}/pipeline/feature-extraction")
+    vector = client.feature_extraction("delta")
+    assert vector.shape == (384,)
+    assert vector.tolist() == pytest.approx(_vector("delta"), abs=1e-6)
+
+
+def test_huggingface_hub_text_classification(live: Live) -> None:
+    result = hf_client(live, CLASSIFIER).text_classification("I love this")
+    assert [(r.label, r.score) for r in result] == [("POSITIVE", 0.9), ("NEGATIVE", 0.1)]
+
+
+def test_huggingface_hub_text_generation(live: Live) -> None:
+    text = hf_client(live, GENERATOR).text_generation("Once upon", max_new_tokens=20)
+    assert text == "Hello from the stand-in upstream! You said: Once upon"
+    sent = live.standin.received[-1]
+    assert sent["path"] == f"/hf-inference/models/{GENERATOR}"
+    assert sent["json"]["parameters"]["max_new_tokens"] == 20
+    assert sent["headers"]["authorization"] == f"Bearer {CANARY_TOKEN}"
+
+
+def test_huggingface_hub_chat_through_model_url(live: Live) -> None:
+    output = hf_client(live, MODEL).chat_completion(
+        messages=[{"role": "user", "content": "via model url"}]
+    )
+    assert output.choices[0].message.content.endswith("You said: via model url")
+
+
+def test_huggingface_hub_async_client(live: Live) -> None:
+    import asyncio
+
+    from huggingface_hub import AsyncInferenceClient
+
+    async def run() -> tuple[str, list[str], list[float]]:
+        chat = AsyncInferenceClient(base_url=live.url, api_key=CANARY_KEY)
+        output = await chat.chat_completion(messages=[{"role": "user", "content": "async hi"}])
+        pieces = [
+            chunk.choices[0].delta.content or ""
+            async for chunk in await chat.chat_completion(
+                messages=[{"role": "user", "content": "async stream"}], stream=True
+            )
+            if chunk.choices
+        ]
+        embedder = AsyncInferenceClient(
+            model=f"{live.url}/models/{EMBEDDER}/pipeline/feature-extraction", api_key=CANARY_KEY
+        )
+        vector = await embedder.feature_extraction("epsilon")
+        return output.choices[0].message.content, pieces, vector.tolist()
+
+    content, pieces, vector = asyncio.run(run())
+    assert content.endswith("You said: async hi")
+    assert "".join(pieces).endswith("You said: async stream")
+    assert len(vector) == 384
+
+
+def test_huggingface_hub_typed_errors(live: Live) -> None:
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        OverloadedError,
+        RepositoryNotFoundError,
+        ValidationError,
+    )
+
+    with pytest.raises(RepositoryNotFoundError):
+        hf_client(live, MISSING).text_classification("x")
+    with pytest.raises(HfHubHTTPError, match="not a Hub model id") as caught:
+        hf_client(live, "bad..name/x").text_classification("x")
+    assert caught.value.response.status_code == 422
+    with pytest.raises(ValidationError, match="Streaming is not supported"):
+        hf_client(live, GENERATOR).text_generation("x", stream=True)
+    with pytest.raises(HfHubHTTPError, match="not allowed") as caught:
+        hf_client(live, "facebook/bart-large-cnn").summarization("x")
+    assert caught.value.response.status_code == 403
+    assert caught.value.request_id
+    with pytest.raises(OverloadedError):
+        hf_client(live, GENERATOR).text_generation("x #standin:429")
+
+
+def test_huggingface_hub_saved_token_is_refused_and_never_forwarded(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a token, huggingface_hub sends the user's own saved one (here from HF_TOKEN)."""
+    from huggingface_hub import InferenceClient
+    from huggingface_hub.errors import HfHubHTTPError
+
+    users_token = "hf_test_canary_users_saved_token_x"
+    monkeypatch.setenv("HF_TOKEN", users_token)
+    before = len(live.standin.received)
+    client = InferenceClient(model=f"{live.url}/models/{CLASSIFIER}")
+    with pytest.raises(HfHubHTTPError) as caught:
+        client.text_classification("x")
+    assert caught.value.response.status_code == 401
+    assert "client key" in str(caught.value)
+    assert users_token not in str(caught.value)
+    assert len(live.standin.received) == before
+    assert users_token not in json.dumps(live.standin.received)

@@ -258,7 +258,9 @@ def test_models_lists_allowed_models_in_openai_shape(upstream: respx.Router) -> 
         "object": "model",
         "created": 0,
         "owned_by": "Qwen",
+        "task": None,
     }
+    assert body["data"][0]["task"] == "chat-completion"
 
 
 def test_health_needs_no_key_calls_nothing_and_reports_booleans(

@@ -14,11 +14,11 @@ from lib.settings import DEFAULT_HF_BASE_URL, SettingsError, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_defaults_allow_only_the_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_allow_only_the_default_models(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.hf_token is None
     assert settings.hf_base_url == DEFAULT_HF_BASE_URL
-    assert settings.allowed_models == [settings.default_model]
+    assert settings.allowed_models == [settings.default_model, settings.embedding_model]
     assert settings.proxy_api_keys == [] and settings.allow_anonymous is False
     assert settings.max_body_bytes == 1_048_576
 

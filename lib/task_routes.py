@@ -1,0 +1,83 @@
+"""Hugging Face task routes: `InferenceClient(model="<proxy>/models/<org>/<name>")` works as-is.
+
+Bodies pass through as JSON to the hf-inference provider; only the model id, validated
+and allowlisted, reaches the upstream path. Errors on these routes take the shape the
+Hugging Face client reads (`{"error": "..."}` and `X-Error-Message`), set by the app factory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from lib import inference
+from lib.embeddings import feature_extraction_path
+from lib.routes import answer_chat, require_client_key
+from lib.schemas import ChatCompletionRequest
+
+TASK_ROUTE_PREFIX = "/models/"
+
+
+class TaskRequest(BaseModel):
+    """Any hf-inference task body: `inputs`, optional `parameters`, and task-specific fields."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"inputs": "I love this proxy!", "parameters": {"top_k": 2}}]
+        },
+    )
+
+    inputs: Any = Field(description="The task's input: a text, a list of texts, or an object.")
+    parameters: dict[str, Any] | None = None
+    stream: bool = False
+
+
+task_router = APIRouter(
+    prefix="/models",
+    dependencies=[Depends(require_client_key)],
+    tags=["Hugging Face tasks"],
+)
+
+
+@task_router.post(
+    "/{model:path}/pipeline/feature-extraction",
+    summary="Feature extraction (embeddings) on hf-inference",
+)
+async def run_feature_extraction(model: str, body: TaskRequest, request: Request) -> Response:
+    """Forward to the model's feature-extraction pipeline; the answer passes through."""
+    return await _forward(model, feature_extraction_path, body, request)
+
+
+@task_router.post(
+    "/{model:path}/v1/chat/completions",
+    summary="Chat completion for the model in the path",
+    response_model=None,
+)
+async def create_model_chat_completion(
+    model: str, body: ChatCompletionRequest, request: Request
+) -> Response:
+    """What `InferenceClient(model="<proxy>/models/<org>/<name>").chat_completion()` calls."""
+    resolved = inference.resolve_task_model(model, request.app.state.services.settings)
+    return await answer_chat(body, resolved, request)
+
+
+@task_router.post("/{model:path}", summary="Run the model's task on hf-inference")
+async def run_task(model: str, body: TaskRequest, request: Request) -> Response:
+    """Forward any task body (classification, summarization, generation, ...) as JSON."""
+    return await _forward(model, inference.task_path, body, request)
+
+
+async def _forward(model: str, path_of: Any, body: TaskRequest, request: Request) -> Response:
+    services = request.app.state.services
+    resolved = inference.resolve_task_model(model, services.settings)
+    request.state.model = resolved
+    payload = inference.build_task_payload(body)
+    reply = await services.upstream.post_json(
+        path_of(resolved), payload, request_id=request.state.request_id, model=resolved
+    )
+    request.state.upstream_status = reply.status_code
+    return Response(reply.content, media_type="application/json")
