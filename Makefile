@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format clean bench screenshots
+.PHONY: dev test lint format clean bench bench-cold screenshots
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
@@ -28,6 +28,9 @@ bench: $(STAMP)  ## Measure what the proxy adds over nginx and a bare forwarder 
 
 screenshots: $(STAMP)  ## Refresh docs/screenshot-*.png from the browser tests (needs /usr/bin/chromium)
 	SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_pages_browser.py
+
+bench-cold: $(STAMP)  ## Cold start of api.index against a bare FastAPI app (bench/cold_start.md)
+	$(BIN)/python -m bench.cold_start
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
