@@ -210,7 +210,8 @@ def _wait_for_health(url: str, process: subprocess.Popen[str], timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"the image's command exited with {process.returncode}")
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"the image's command exited with {process.returncode}:\n{output}")
         try:
             httpx.get(url, timeout=1)
             return
