@@ -36,7 +36,7 @@ def configure_logging(level: str) -> logging.Logger:
 class RequestContextMiddleware:
     """Gives each request an id, returns it as `X-Request-ID`, and logs the request once done.
 
-    Routes add `model`, `upstream_status` and `stream` to `request.state` for the log line.
+    Routes put their `UpstreamCall` and `stream` on `request.state` for the log line.
     """
 
     def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
@@ -81,14 +81,16 @@ def _request_id_from(scope: Scope) -> str:
 
 def _format_line(scope: Scope, state: dict, status: int, started: float) -> str:
     route = scope.get("route")
+    call = state.get("upstream_call")
     return json.dumps(
         {
             "request_id": state["request_id"],
             "method": scope["method"],
             "route": getattr(route, "path", None) or "unmatched",
-            "model": state.get("model"),
+            "model": call and call.model,
             "status": status,
-            "upstream_status": state.get("upstream_status"),
+            "upstream_status": call and call.status,
+            "attempts": call and call.attempts,
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "stream": state.get("stream", False),
         },

@@ -124,7 +124,6 @@ def _header_safe(text: str) -> str:
 
 
 async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
-    request.state.upstream_status = exc.upstream_status
     body = exc.to_body()["error"]
     return error_response(
         request,

@@ -8,7 +8,7 @@ from typing import Any
 
 from lib.errors import ClientRequestError, UpstreamError
 from lib.schemas import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
-from lib.upstream import UpstreamClient
+from lib.upstream import UpstreamCall, UpstreamClient
 
 
 def feature_extraction_path(model: str) -> str:
@@ -17,13 +17,12 @@ def feature_extraction_path(model: str) -> str:
 
 
 async def create_embeddings(
-    upstream: UpstreamClient, body: EmbeddingRequest, model: str, *, request_id: str
-) -> tuple[int, EmbeddingResponse]:
+    upstream: UpstreamClient, body: EmbeddingRequest, call: UpstreamCall
+) -> EmbeddingResponse:
     """Embed every input text; vectors come back in input order, encoded as asked."""
+    model = call.model
     texts = [body.input] if isinstance(body.input, str) else body.input
-    reply = await upstream.post_json(
-        feature_extraction_path(model), {"inputs": texts}, request_id=request_id, model=model
-    )
+    reply = await upstream.post_json(feature_extraction_path(model), {"inputs": texts}, call)
     vectors = sentence_vectors(reply.data, len(texts))
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise ClientRequestError(
@@ -33,7 +32,7 @@ async def create_embeddings(
             code="unsupported_dimensions",
         )
     words = sum(len(text.split()) for text in texts)
-    return reply.status_code, EmbeddingResponse(
+    return EmbeddingResponse(
         data=[
             Embedding(index=i, embedding=_encode(vector, body.encoding_format))
             for i, vector in enumerate(vectors)

@@ -34,13 +34,11 @@ class ProxyError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
-        upstream_status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.headers = headers or {}
-        self.upstream_status = upstream_status
         if code is not None:
             self.code = code
 

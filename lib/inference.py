@@ -10,7 +10,7 @@ from lib.model_ids import PLACEHOLDER_MODEL, is_model_allowed, is_valid_model_id
 from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse, Usage
 from lib.settings import Settings
 from lib.streaming import relay_chat_events, relay_generate_events
-from lib.upstream import UpstreamClient, UpstreamReply
+from lib.upstream import UpstreamCall, UpstreamClient, UpstreamReply
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -76,35 +76,30 @@ def build_generate_payload(body: GenerateRequest, model: str) -> dict[str, Any]:
 
 
 async def forward_chat(
-    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
 ) -> UpstreamReply:
     """Send a chat completion and check that the answer is one."""
-    reply = await upstream.post_json(
-        CHAT_PATH, payload, request_id=request_id, model=payload["model"]
-    )
+    reply = await upstream.post_json(CHAT_PATH, payload, call)
     _check_chat_completion(reply.data)
     return reply
 
 
 async def stream_chat(
-    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
-) -> tuple[int, AsyncIterator[bytes]]:
-    """Open a streamed chat completion; return the upstream status and the caller's events."""
-    stream = await upstream.open_stream(
-        CHAT_PATH, payload, request_id=request_id, model=payload["model"]
-    )
-    return stream.status_code, relay_chat_events(stream)
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+) -> AsyncIterator[bytes]:
+    """Open a streamed chat completion; return the caller's events."""
+    return relay_chat_events(await upstream.open_stream(CHAT_PATH, payload, call))
 
 
 async def generate_text(
-    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
-) -> tuple[int, GenerateResponse]:
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+) -> GenerateResponse:
     """Serve `/api/generate` from one chat completion."""
-    reply = await forward_chat(upstream, payload, request_id=request_id)
+    reply = await forward_chat(upstream, payload, call)
     choice = reply.data["choices"][0]
     content = (choice.get("message") or {}).get("content")
     finish_reason = choice.get("finish_reason")
-    return reply.status_code, GenerateResponse(
+    return GenerateResponse(
         model=payload["model"],
         text=content if isinstance(content, str) else "",
         finish_reason=finish_reason if isinstance(finish_reason, str) else None,
@@ -113,13 +108,11 @@ async def generate_text(
 
 
 async def stream_generated_text(
-    upstream: UpstreamClient, payload: dict[str, Any], *, request_id: str
-) -> tuple[int, AsyncIterator[bytes]]:
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+) -> AsyncIterator[bytes]:
     """Open a streamed `/api/generate` call: text deltas as SSE events."""
-    stream = await upstream.open_stream(
-        CHAT_PATH, payload, request_id=request_id, model=payload["model"]
-    )
-    return stream.status_code, relay_generate_events(stream, payload["model"])
+    stream = await upstream.open_stream(CHAT_PATH, payload, call)
+    return relay_generate_events(stream, payload["model"])
 
 
 def _check_chat_completion(data: Any) -> None:

@@ -25,7 +25,7 @@ from lib.schemas import (
 )
 from lib.settings import Settings
 from lib.streaming import STREAM_HEADERS
-from lib.upstream import UpstreamClient
+from lib.upstream import UpstreamCall, UpstreamClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,13 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
+def start_upstream_call(request: Request, model: str, *, stream: bool = False) -> UpstreamCall:
+    """Begin the request's upstream call; the access log reads what it records."""
+    call = UpstreamCall(request_id=request.state.request_id, model=model)
+    request.state.upstream_call, request.state.stream = call, stream
+    return call
+
+
 async def require_client_key(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -88,18 +95,13 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 
 async def answer_chat(body: ChatCompletionRequest, model: str, request: Request) -> Response:
     """Serve a chat completion for `model`, already resolved and allowed."""
-    services = _services(request)
-    request.state.model, request.state.stream = model, body.stream
+    upstream = _services(request).upstream
+    call = start_upstream_call(request, model, stream=body.stream)
     payload = inference.build_chat_payload(body, model)
-    request_id = request.state.request_id
     if body.stream:
-        status, events = await inference.stream_chat(
-            services.upstream, payload, request_id=request_id
-        )
-        request.state.upstream_status = status
+        events = await inference.stream_chat(upstream, payload, call)
         return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
-    reply = await inference.forward_chat(services.upstream, payload, request_id=request_id)
-    request.state.upstream_status = reply.status_code
+    reply = await inference.forward_chat(upstream, payload, call)
     return Response(reply.content, media_type="application/json")
 
 
@@ -114,20 +116,12 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
     services = _services(request)
     model = inference.resolve_model(body.model, services.settings)
-    request.state.model, request.state.stream = model, body.stream
+    call = start_upstream_call(request, model, stream=body.stream)
     payload = inference.build_generate_payload(body, model)
-    request_id = request.state.request_id
     if body.stream:
-        status, events = await inference.stream_generated_text(
-            services.upstream, payload, request_id=request_id
-        )
-        request.state.upstream_status = status
+        events = await inference.stream_generated_text(services.upstream, payload, call)
         return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
-    status, answer = await inference.generate_text(
-        services.upstream, payload, request_id=request_id
-    )
-    request.state.upstream_status = status
-    return answer
+    return await inference.generate_text(services.upstream, payload, call)
 
 
 @inference_router.post(
@@ -142,12 +136,8 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Embeddi
     model = inference.resolve_model(
         body.model, services.settings, services.settings.embedding_model
     )
-    request.state.model = model
-    status, answer = await embeddings.create_embeddings(
-        services.upstream, body, model, request_id=request.state.request_id
-    )
-    request.state.upstream_status = status
-    return answer
+    call = start_upstream_call(request, model)
+    return await embeddings.create_embeddings(services.upstream, body, call)
 
 
 @inference_router.get("/v1/models", tags=["OpenAI-compatible"], summary="List the allowed models")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lib import inference
 from lib.embeddings import feature_extraction_path
-from lib.routes import answer_chat, require_client_key
+from lib.routes import answer_chat, require_client_key, start_upstream_call
 from lib.schemas import ChatCompletionRequest
 
 TASK_ROUTE_PREFIX = "/models/"
@@ -74,10 +74,7 @@ async def run_task(model: str, body: TaskRequest, request: Request) -> Response:
 async def _forward(model: str, path_of: Any, body: TaskRequest, request: Request) -> Response:
     services = request.app.state.services
     resolved = inference.resolve_task_model(model, services.settings)
-    request.state.model = resolved
+    call = start_upstream_call(request, resolved)
     payload = inference.build_task_payload(body)
-    reply = await services.upstream.post_json(
-        path_of(resolved), payload, request_id=request.state.request_id, model=resolved
-    )
-    request.state.upstream_status = reply.status_code
+    reply = await services.upstream.post_json(path_of(resolved), payload, call)
     return Response(reply.content, media_type="application/json")

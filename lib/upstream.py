@@ -26,11 +26,23 @@ from lib.errors import (
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
+from lib.retries import RetryPolicy
 from lib.settings import Settings
 
 # Far above any chat or embedding answer, far below what would hurt a 2 GB function.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _MAX_ERROR_MESSAGE = 300
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """One caller request's dealings with the router: its id, and what happened, for the log."""
+
+    request_id: str
+    model: str
+    attempts: int = 0
+    status: int | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,64 +66,86 @@ class UpstreamClient:
         self._token = settings.hf_token.get_secret_value() if settings.hf_token else None
         self._timeout_s = settings.request_timeout_s
         self._idle_timeout_s = settings.stream_idle_timeout_s
+        self._retry = RetryPolicy(settings.upstream_max_attempts)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def post_json(
-        self, path: str, payload: dict[str, Any], *, request_id: str, model: str
+        self, path: str, payload: dict[str, Any], call: UpstreamCall
     ) -> UpstreamReply:
         """POST `payload` to `path` and return the parsed JSON answer, or raise `UpstreamError`."""
-        deadline = asyncio.get_running_loop().time() + self._timeout_s
-        request = self._build_request(path, payload, request_id)
+        response = await self._send(path, payload, call)
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._client_for_loop().send(request, stream=True)
-                try:
-                    content = await _read_capped(response)
-                finally:
-                    await response.aclose()
+            async with asyncio.timeout_at(call.deadline):
+                content = await _read_capped(response)
         except TimeoutError as exc:
             raise self._timeout_error() from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
-        if response.status_code >= 400:
-            raise self._error_for_status(response.status_code, content, response.headers, model)
+        finally:
+            await response.aclose()
         try:
             data = json.loads(content)
         except ValueError as exc:
             raise UpstreamError(
                 "The upstream answered with a body that is not JSON.",
-                upstream_status=response.status_code,
             ) from exc
         return UpstreamReply(response.status_code, content, data)
 
     async def open_stream(
-        self, path: str, payload: dict[str, Any], *, request_id: str, model: str
+        self, path: str, payload: dict[str, Any], call: UpstreamCall
     ) -> UpstreamStream:
         """POST `payload` and return the open event stream once the router has said yes.
 
-        A failure status is read and raised before anything reaches the caller.
+        Failures, retried or not, are settled before anything reaches the caller.
         """
+        response = await self._send(path, payload, call)
+        assert call.deadline is not None
+        return UpstreamStream(response, call.deadline, self._idle_timeout_s, self._timeout_error)
+
+    async def _send(self, path: str, payload: dict[str, Any], call: UpstreamCall) -> httpx.Response:
+        """Send, retrying what the policy allows; return an open response with a 2xx/3xx status."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
-        request = self._build_request(path, payload, request_id)
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._client_for_loop().send(request, stream=True)
-                if response.status_code >= 400:
+        if call.deadline is None:
+            call.deadline = loop.time() + self._timeout_s
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        while True:
+            call.attempts += 1
+            request = self._build_request(path, body, call.request_id)
+            try:
+                async with asyncio.timeout_at(call.deadline):
+                    response = await self._client_for_loop().send(request, stream=True)
+                    call.status = response.status_code
+                    if response.status_code < 400:
+                        return response
                     try:
                         content = await _read_capped(response)
                     finally:
                         await response.aclose()
+            except TimeoutError as exc:
+                raise self._timeout_error() from exc
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                delay = self._retry.delay_after_connect_error(
+                    call.attempts, call.deadline - loop.time()
+                )
+                if delay is None:
+                    raise _transport_error(exc) from exc
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc) from exc
+            else:
+                delay = self._retry.delay_after_status(
+                    call.attempts,
+                    response.status_code,
+                    response.headers,
+                    content,
+                    call.deadline - loop.time(),
+                )
+                if delay is None:
                     raise self._error_for_status(
-                        response.status_code, content, response.headers, model
+                        response.status_code, content, response.headers, call.model
                     )
-        except TimeoutError as exc:
-            raise self._timeout_error() from exc
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from exc
-        return UpstreamStream(response, deadline, self._idle_timeout_s, self._timeout_error)
+            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         """Close the pool; a later call opens a new one."""
@@ -132,13 +166,12 @@ class UpstreamClient:
             self._loop = loop
         return self._client
 
-    def _build_request(self, path: str, payload: dict[str, Any], request_id: str) -> httpx.Request:
+    def _build_request(self, path: str, body: bytes, request_id: str) -> httpx.Request:
         if self._token is None:
             raise NotConfiguredError(
                 "This deployment has no Hugging Face token: set HF_TOKEN in the server's "
                 "environment (for local development, unset it to use the stand-in upstream)."
             )
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         return self._client_for_loop().build_request(
             "POST",
             self._base_url + path,
@@ -164,35 +197,30 @@ class UpstreamClient:
             return UpstreamAuthError(
                 "The upstream refused this server's Hugging Face credentials; "
                 "the operator must check HF_TOKEN. This is not the caller's fault.",
-                upstream_status=status,
             )
         if status == 402:
             return UpstreamCreditsError(
                 "The server's Hugging Face account has no inference credits left.",
-                upstream_status=status,
             )
         if status == 404:
             return UpstreamModelNotFoundError(
                 f"The model '{model}' was not found upstream.",
                 param="model",
-                upstream_status=status,
             )
         if status in (400, 422):
             return UpstreamRejectedError(
                 f"The upstream rejected the request: {reason or 'no reason given'}",
                 status_code=status,
-                upstream_status=status,
             )
         if status == 429:
             retry_after = headers.get("retry-after")
             return UpstreamRateLimitError(
                 "The upstream is rate limiting or overloaded; try again later.",
                 headers={"Retry-After": retry_after} if retry_after else {},
-                upstream_status=status,
             )
         if status in (408, 504):
-            return UpstreamTimeoutError("The upstream timed out.", upstream_status=status)
-        return UpstreamError(f"The upstream failed with status {status}.", upstream_status=status)
+            return UpstreamTimeoutError("The upstream timed out.")
+        return UpstreamError(f"The upstream failed with status {status}.")
 
     def _redact(self, text: str) -> str:
         if self._token and self._token in text:

@@ -36,6 +36,8 @@ def make_settings(**overrides: Any) -> Settings:
         "hf_token": CANARY_TOKEN,
         "proxy_api_keys": CANARY_KEY,
         "hf_base_url": UPSTREAM,
+        # One attempt, so error translation is seen directly; tests of retries raise it.
+        "upstream_max_attempts": 1,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -210,6 +210,7 @@ def test_one_log_line_per_request_without_prompt_or_secrets(
         "model": "HuggingFaceTB/SmolLM3-3B",
         "status": 200,
         "upstream_status": 200,
+        "attempts": 1,
         "latency_ms": first["latency_ms"],
         "stream": False,
     }

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from lib.errors import NotConfiguredError, UpstreamError, UpstreamTimeoutError
-from lib.upstream import MAX_RESPONSE_BYTES, UpstreamClient
+from lib.upstream import MAX_RESPONSE_BYTES, UpstreamCall, UpstreamClient
 from tests.conftest import CANARY_TOKEN, UPSTREAM, chat_completion, make_settings
 
 CHAT = "/v1/chat/completions"
@@ -28,9 +28,9 @@ def test_pool_is_reused_within_a_loop_and_renewed_for_a_new_loop() -> None:
     upstream = UpstreamClient(make_settings(), transport=recording_transport(seen))
 
     async def two_calls() -> tuple[object, object]:
-        await upstream.post_json(CHAT, {"model": "m"}, request_id="r1", model="m")
+        await upstream.post_json(CHAT, {"model": "m"}, UpstreamCall("r1", "m"))
         first = upstream._client
-        await upstream.post_json(CHAT, {"model": "m"}, request_id="r2", model="m")
+        await upstream.post_json(CHAT, {"model": "m"}, UpstreamCall("r2", "m"))
         return first, upstream._client
 
     first, second = asyncio.run(two_calls())
@@ -44,7 +44,7 @@ def test_request_carries_server_token_request_id_and_exact_url() -> None:
     seen: list[httpx.Request] = []
     upstream = UpstreamClient(make_settings(), transport=recording_transport(seen))
     reply = asyncio.run(
-        upstream.post_json(CHAT, {"model": "m", "messages": []}, request_id="abc", model="m")
+        upstream.post_json(CHAT, {"model": "m", "messages": []}, UpstreamCall("abc", "m"))
     )
     assert reply.data["object"] == "chat.completion"
     request = seen[0]
@@ -59,7 +59,7 @@ def test_missing_token_raises_before_any_request() -> None:
     seen: list[httpx.Request] = []
     upstream = UpstreamClient(make_settings(hf_token=None), transport=recording_transport(seen))
     with pytest.raises(NotConfiguredError):
-        asyncio.run(upstream.post_json(CHAT, {}, request_id="r", model="m"))
+        asyncio.run(upstream.post_json(CHAT, {}, UpstreamCall("r", "m")))
     assert not seen
 
 
@@ -69,7 +69,7 @@ def test_oversized_upstream_answer_is_refused() -> None:
 
     upstream = UpstreamClient(make_settings(), transport=httpx.MockTransport(handler))
     with pytest.raises(UpstreamError, match="larger than"):
-        asyncio.run(upstream.post_json(CHAT, {}, request_id="r", model="m"))
+        asyncio.run(upstream.post_json(CHAT, {}, UpstreamCall("r", "m")))
 
 
 def test_deadline_bounds_a_hanging_upstream() -> None:
@@ -84,7 +84,7 @@ def test_deadline_bounds_a_hanging_upstream() -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         with pytest.raises(UpstreamTimeoutError):
-            await upstream.post_json(CHAT, {}, request_id="r", model="m")
+            await upstream.post_json(CHAT, {}, UpstreamCall("r", "m"))
         return loop.time() - start
 
     assert asyncio.run(call()) < 1.0
@@ -103,7 +103,7 @@ def test_stream_idle_limit_ends_a_silent_stream() -> None:
     upstream = UpstreamClient(settings, transport=httpx.MockTransport(handler))
 
     async def read() -> list[bytes]:
-        stream = await upstream.open_stream(CHAT, {}, request_id="r", model="m")
+        stream = await upstream.open_stream(CHAT, {}, UpstreamCall("r", "m"))
         blocks = []
         with pytest.raises(UpstreamTimeoutError):
             async for block in stream.events():
@@ -125,7 +125,7 @@ def test_events_are_split_across_chunk_boundaries_and_crlf() -> None:
     upstream = UpstreamClient(make_settings(), transport=httpx.MockTransport(handler))
 
     async def read() -> list[bytes]:
-        stream = await upstream.open_stream(CHAT, {}, request_id="r", model="m")
+        stream = await upstream.open_stream(CHAT, {}, UpstreamCall("r", "m"))
         return [block async for block in stream.events()]
 
     assert asyncio.run(read()) == [b'data: {"a": 1}', b"data: [DONE]"]
