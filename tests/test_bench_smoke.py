@@ -1,4 +1,4 @@
-"""The benchmark suite runs end to end on a tiny load. No speed is asserted: that is `make bench`."""
+"""The benchmark suite runs end to end on a tiny load. Speed is for `make bench`."""
 
 from __future__ import annotations
 
