@@ -26,8 +26,8 @@ bench: $(STAMP)  ## Measure what the proxy adds over nginx and a bare forwarder 
 		{ echo "make bench needs nginx and wrk: apt-get install -y nginx-light wrk (.ci/run does)"; exit 1; }
 	$(BIN)/python -m bench.run
 
-screenshots: $(STAMP)  ## Refresh docs/screenshot-*.png from the browser tests (needs /usr/bin/chromium)
-	SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_pages_browser.py
+screenshots: $(STAMP)  ## Refresh docs/screenshot-*.png from the browser tests (CI=true: fail without Chromium)
+	CI=true SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_pages_browser.py
 
 bench-cold: $(STAMP)  ## Cold start of api.index against a bare FastAPI app (bench/cold_start.md)
 	$(BIN)/python -m bench.cold_start
