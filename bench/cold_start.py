@@ -10,6 +10,9 @@ function instance is. Two things are timed, each for both apps:
                  pays for the connection pool, routing and validation set-up
 The bare app imports the same libraries (fastapi, httpx, pydantic_settings, mangum) and has
 one route that forwards the chat body upstream with a module-level httpx client.
+The children run in a venv holding only requirements.txt (made with uv, cached in
+.cache/cold-start-venv), as a deployed function holds only the runtime dependencies;
+--python runs them with another interpreter instead.
 Figures per scenario: the median over N processes of wall time (spawn to exit, as measured
 by this process), the in-process time (just the import, or import + request), and peak
 RSS (the child's ru_maxrss). Runs are interleaved so drift on a shared machine hits all
@@ -36,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "cold_start.md"
+RUNTIME_VENV = REPO / ".cache" / "cold-start-venv"
 HF_TOKEN = "hf_test_canary_cold_start_5e02b1"
 CLIENT_KEY = "pg_test_canary_cold_key_0c6f3a"
 GOAL_RATIO = 1.1
@@ -123,7 +127,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=15, help="fresh processes per scenario")
     parser.add_argument("--no-write", action="store_true", help="do not write cold_start.md")
     parser.add_argument("--check", action="store_true", help="exit 1 when the goal is missed")
+    parser.add_argument("--python", help="interpreter for the measured processes")
     args = parser.parse_args()
+    python = args.python or _runtime_venv()
     with tempfile.TemporaryDirectory(prefix="promptgate-cold-") as scratch, _standin() as url:
         bare_dir = Path(scratch) / "bare"
         bare_dir.mkdir()
@@ -137,17 +143,35 @@ def main() -> int:
             Scenario("bare", "request", "bare_app"),
         ]
         for scenario in scenarios:  # warm the OS file cache and the .pyc files first
-            _run_once(scenario, env, scratch, record=False)
+            _run_once(python, scenario, env, scratch, record=False)
         for _ in range(args.runs):
             for scenario in scenarios:
-                _run_once(scenario, env, scratch, record=True)
+                _run_once(python, scenario, env, scratch, record=True)
     table, verdict, ok = _render(scenarios, args.runs)
     print(table)
     print(verdict)
     if not args.no_write:
-        RESULTS.write_text(_markdown(table, verdict, args.runs))
+        RESULTS.write_text(_markdown(table, verdict, args.runs, python))
         print(f"\nwritten to {RESULTS.relative_to(REPO)}")
     return 0 if ok or not args.check else 1
+
+
+def _runtime_venv() -> str:
+    """A venv with requirements.txt only, made once with uv; remade when requirements change."""
+    python = RUNTIME_VENV / "bin" / "python"
+    stamp = RUNTIME_VENV / "requirements.txt"
+    wanted = (REPO / "requirements.txt").read_text()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    uv = Path(sys.executable).parent / "uv"
+    interpreter = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run(
+        [uv, "venv", "-q", "--clear", str(RUNTIME_VENV), "--python", interpreter], check=True
+    )
+    install = [uv, "pip", "install", "-q", "--python", str(python), "--compile-bytecode"]
+    subprocess.run([*install, "-r", str(REPO / "requirements.txt")], check=True)
+    stamp.write_text(wanted)
+    return str(python)
 
 
 def _child_env(url: str, bare_dir: Path) -> dict[str, str]:
@@ -161,11 +185,13 @@ def _child_env(url: str, bare_dir: Path) -> dict[str, str]:
     }
 
 
-def _run_once(scenario: Scenario, env: dict[str, str], cwd: str, *, record: bool) -> None:
+def _run_once(
+    python: str, scenario: Scenario, env: dict[str, str], cwd: str, *, record: bool
+) -> None:
     if scenario.module:
-        command = [sys.executable, "-c", _CHILD % CLIENT_KEY, scenario.module, scenario.what]
+        command = [python, "-c", _CHILD % CLIENT_KEY, scenario.module, scenario.what]
     else:
-        command = [sys.executable, "-c", "pass"]
+        command = [python, "-c", "pass"]
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE)
     assert process.stdout is not None
@@ -231,16 +257,22 @@ def _render(scenarios: list[Scenario], runs: int) -> tuple[str, str, bool]:
     return "\n".join(lines), verdict, ok
 
 
-def _markdown(table: str, verdict: str, runs: int) -> str:
+def _markdown(table: str, verdict: str, runs: int, python: str) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "# Cold start: promptgate against a bare FastAPI app\n\n"
         f"Measured {when} by `make bench-cold` (`python -m bench.cold_start --runs {runs}`) on "
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores "
-        "(shared: treat differences under ~5% as noise). See the docstring of "
+        f"(shared: treat differences under ~5% as noise), children run by {_shown(python)}. "
+        "See the docstring of "
         "bench/cold_start.py for what each row measures.\n\n"
         f"{table}\n\n{verdict}\n"
     )
+
+
+def _shown(python: str) -> str:
+    path = Path(python).absolute()
+    return f"`{path.relative_to(REPO)}`" if path.is_relative_to(REPO) else f"`{path}`"
 
 
 @contextlib.contextmanager
