@@ -3,8 +3,8 @@
 Everything they load comes from this origin: the playground's own files from `lib/static/`,
 Swagger UI and ReDoc from the pinned `fastapi-standalone-docs` package, whose files are
 looked up only when a page asks for them (cold starts of the API do not pay for it).
-The pages carry a Content-Security-Policy that allows this origin only, so no inline
-script or style: Swagger UI's start-up code lives in `lib/static/swagger-init.js`.
+The pages carry a Content-Security-Policy that allows this origin only (and `data:` images),
+so no inline script: Swagger UI's start-up code lives in `lib/static/swagger-init.js`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ def _references(html: str, page: str) -> list[str]:
     """The URLs a page loads or links to, made absolute against the page's own path."""
     urls = []
     for ref in _REFERENCE.findall(html):
+        if ref.startswith("data:"):
+            continue  # inline by definition: the playground's empty favicon
         urls.append(ref if ref.startswith("/") else page.rsplit("/", 1)[0] + "/" + ref)
     return urls
 
