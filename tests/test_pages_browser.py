@@ -9,6 +9,7 @@ Without /usr/bin/chromium these tests skip, loudly; with CI=true they fail inste
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -309,6 +310,7 @@ def test_playground_explains_a_wrong_key(live: Live, page: Any, watch: Watch) ->
     page.get_by_role("status").filter(has_text="HTTP 401").wait_for()
     assert "refused this client key" in alert.inner_text()
     assert "{" not in alert.inner_text()
+    assert re.search(r"\(request id [0-9a-f]{32}\)$", alert.inner_text())
     assert len(live.standin.received) == received_before
     _assert_clean(watch)
 

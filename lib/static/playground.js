@@ -91,7 +91,10 @@
     } catch (e) {
       error = null; // not JSON: the status alone speaks
     }
-    return describeError(response.status, error, response.headers.get("Retry-After"));
+    var text = describeError(response.status, error, response.headers.get("Retry-After"));
+    var requestId = response.headers.get("X-Request-ID");
+    // The id finds the request in the server's log, for whoever runs the proxy.
+    return requestId ? text + " (request id " + requestId + ")" : text;
   }
 
   async function loadModels() {
