@@ -51,7 +51,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
         id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -79,7 +79,7 @@ def _request_id_from(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def _format_line(scope: Scope, state: dict, status: int, started: float) -> str:
+def _format_line(scope: Scope, state: dict, status: int | None, started: float) -> str:
     route = scope.get("route")
     call = state.get("upstream_call")
     return json.dumps(
@@ -88,11 +88,12 @@ def _format_line(scope: Scope, state: dict, status: int, started: float) -> str:
             "method": scope["method"],
             "route": getattr(route, "path", None) or "unmatched",
             "model": call and call.model,
-            "status": status,
+            "status": status or (499 if state.get("client_disconnected") else 500),
             "upstream_status": call and call.status,
             "attempts": call and call.attempts,
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "stream": state.get("stream", False),
+            "client_disconnected": state.get("client_disconnected", False),
         },
         separators=(",", ":"),
     )

@@ -17,6 +17,7 @@ from lib import __version__
 from lib.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logging
 from lib.auth import ClientKeys
 from lib.body_limit import BodyLimitMiddleware
+from lib.disconnect import CancelOnDisconnectMiddleware
 from lib.errors import ProxyError
 from lib.pages import include_pages
 from lib.routes import Services, inference_router, public_router
@@ -84,6 +85,7 @@ def create_app(
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestContextMiddleware, logger=configure_logging(settings.log_level))
     return app
 

@@ -8,12 +8,13 @@ records what it received so tests can check what reached "the upstream":
 Errors are the ones listed in the platform notes ("Errors seen"). A model whose name
 holds "missing" is unknown (404, text/plain, as hf-inference answers).
 
-Faults, for trying the error paths by hand: end the last user message (or a task's
-`inputs` text) with a tag.
+Faults: tests script them as `Fault`s in `StandinState.faults`, one per request. To try
+them by hand, end the last user message (or a task's `inputs` text) with a tag:
     #standin:401 #standin:402 #standin:404 #standin:422 #standin:429 #standin:500 #standin:503
     #standin:notjson   a 200 whose body is not JSON
     #standin:cut       a stream that stops before `data: [DONE]`
     #standin:midError  a stream that sends a TGI-style error event
+    #standin:reset     a connection broken mid-body
     #standin:slow      waits `slow_s` seconds before answering
 Never imported by the production app.
 """
@@ -53,6 +54,29 @@ _ERRORS: dict[int, tuple[str, Any]] = {
 
 
 @dataclass
+class Fault:
+    """One scripted misbehaviour, applied to the next request that reaches the stand-in."""
+
+    status: int | None = None  # answer this status, with the router's error body for it
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # answer these bytes instead (with `status`, default 200)
+    content_type: str = "application/json"
+    delay_s: float = 0.0  # wait before the first byte (a hang, when long)
+    chunk_delay_s: float | None = None  # wait before each streamed event
+    cut_after: int | None = None  # end a stream after N content events, without [DONE]
+    error_after: int | None = None  # send a TGI-style error event after N content events
+    reset_after: int | None = None  # break the connection after N events (or body bytes)
+
+
+@dataclass
+class StreamEnd:
+    """How one stream from the stand-in ended: when, and whether it was read to the end."""
+
+    at: float
+    completed: bool
+
+
+@dataclass
 class StandinState:
     """What the stand-in was sent, newest last, and how it behaves."""
 
@@ -60,38 +84,50 @@ class StandinState:
     token_delay_s: float = 0.0
     slow_s: float = 5.0
     received: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    stream_ends: list[StreamEnd] = field(default_factory=list)
+    hangups: list[float] = field(default_factory=list)  # when a waiting caller went away
 
 
 def create_standin_app(state: StandinState | None = None) -> Starlette:
     """Build the stand-in router app; pass a `StandinState` to inspect what it received."""
     state = state or StandinState()
 
-    async def refusal(request: Request, body: Any, model: str, text: str) -> Response | None:
-        """The error the router would answer instead, if any: bad token, unknown model, a fault."""
+    async def refusal(
+        request: Request, body: Any, model: str, fault: Fault | None
+    ) -> Response | None:
+        """What the router would answer instead, if anything: bad token, unknown model, a fault."""
         _record(state, request, body)
         if request.headers.get("authorization") != f"Bearer {state.token}":
             return _error(401)
-        fault = _fault_tag(text)
-        if fault == "slow":
-            await asyncio.sleep(state.slow_s)
-        elif fault == "notjson":
-            return PlainTextResponse("<html>upstream proxy error</html>", status_code=200)
-        elif fault.isdigit():
-            return _error(int(fault), retry_after="7" if fault == "429" else None)
+        if fault and fault.delay_s and not await _wait_unless_gone(request, fault.delay_s):
+            state.hangups.append(time.monotonic())
+            return Response(status_code=499)
+        if fault and fault.body is not None:
+            return Response(
+                fault.body, fault.status or 200, fault.headers, media_type=fault.content_type
+            )
+        if fault and fault.status:
+            return _error(fault.status, fault.headers)
+        if fault and fault.reset_after is not None and not body.get("stream"):
+            return StreamingResponse(_reset_body(fault.reset_after), media_type="application/json")
         if "missing" in model:
             return _error(404)
         return None
 
+    def next_fault(text: str) -> Fault | None:
+        return state.faults.pop(0) if state.faults else _fault_from_tag(text, state.slow_s)
+
     async def chat_completions(request: Request) -> Response:
         body = await request.json()
         model = body.get("model") or "unknown"
-        if refused := await refusal(request, body, model, _last_user_text(body)):
+        fault = next_fault(_last_user_text(body))
+        if refused := await refusal(request, body, model, fault):
             return refused
         words = _answer_words(body)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            fault = _fault_tag(_last_user_text(body))
-            events = _stream_events(state, model, words, body, include_usage, fault)
+            events = _stream_events(state, model, words, body, include_usage, fault or Fault())
             return StreamingResponse(events, media_type="text/event-stream")
         return JSONResponse(_completion(model, words, body))
 
@@ -99,7 +135,8 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         body = await request.json()
         inputs = body.get("inputs")
         text = inputs if isinstance(inputs, str) else ""
-        if refused := await refusal(request, body, request.path_params["model"], text):
+        fault = next_fault(text)
+        if refused := await refusal(request, body, request.path_params["model"], fault):
             return refused
         # hf-inference feature extraction (sentence-transformers): one vector per input,
         # a bare vector for a lone string (platform notes, "Feature extraction").
@@ -113,9 +150,8 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         body = await request.json()
         inputs = body.get("inputs")
         model = request.path_params["model"]
-        if refused := await refusal(
-            request, body, model, inputs if isinstance(inputs, str) else ""
-        ):
+        fault = next_fault(inputs if isinstance(inputs, str) else "")
+        if refused := await refusal(request, body, model, fault):
             return refused
         if not isinstance(inputs, str):
             return _error(422)
@@ -190,11 +226,9 @@ def _record(state: StandinState, request: Request, body: Any) -> None:
     del state.received[:-200]
 
 
-def _error(status: int, retry_after: str | None = None) -> Response:
+def _error(status: int, extra_headers: dict[str, str] | None = None) -> Response:
     media_type, content = _ERRORS.get(status, ("application/json", {"error": f"status {status}"}))
-    headers = {"x-request-id": uuid.uuid4().hex}
-    if retry_after:
-        headers["Retry-After"] = retry_after
+    headers = {"x-request-id": uuid.uuid4().hex, **(extra_headers or {})}
     if media_type == "text/plain":
         return PlainTextResponse(content, status_code=status, headers=headers)
     return JSONResponse(content, status_code=status, headers=headers)
@@ -210,9 +244,35 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def _fault_tag(text: str) -> str:
+def _fault_from_tag(text: str, slow_s: float) -> Fault | None:
     _, found, tag = text.rstrip().rpartition("#standin:")
-    return tag if found else ""
+    if not found:
+        return None
+    if tag.isdigit():
+        return Fault(status=int(tag), headers={"Retry-After": "7"} if tag == "429" else {})
+    return {
+        "slow": Fault(delay_s=slow_s),
+        "notjson": Fault(body=b"<html>upstream proxy error</html>", content_type="text/html"),
+        "cut": Fault(cut_after=2),
+        "midError": Fault(error_after=2),
+        "reset": Fault(reset_after=2),
+    }.get(tag)
+
+
+async def _wait_unless_gone(request: Request, seconds: float) -> bool:
+    """Sleep `seconds`; False as soon as the caller disconnects."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if await request.is_disconnected():
+            return False
+        await asyncio.sleep(min(0.02, left))
+    return True
+
+
+async def _reset_body(after: int) -> AsyncIterator[bytes]:
+    yield b'{"choices": ['[:after]
+    # Raising mid-body makes the server drop the connection: the client sees a reset.
+    raise ConnectionResetError("stand-in: connection reset mid-body")
 
 
 def _answer_words(body: dict[str, Any]) -> list[str]:
@@ -260,7 +320,7 @@ async def _stream_events(
     words: list[str],
     body: dict[str, Any],
     include_usage: bool,
-    fault: str,
+    fault: Fault,
 ) -> AsyncIterator[bytes]:
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -277,17 +337,25 @@ async def _stream_events(
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         return event({**base, "choices": [choice], "usage": None})
 
-    yield chunk({"role": "assistant", "content": ""}, None)
-    for i, word in enumerate(words):
-        if state.token_delay_s:
-            await asyncio.sleep(state.token_delay_s)
-        if fault == "cut" and i == 2:
-            return
-        if fault == "midError" and i == 2:
-            yield event({"error": {"message": "CUDA out of memory", "http_status_code": 500}})
-            return
-        yield chunk({"content": word if i == 0 else " " + word}, None)
-    yield chunk({}, _finish_reason(body, words))
-    if include_usage:
-        yield event({**base, "choices": [], "usage": _usage(body, words)})
-    yield b"data: [DONE]\n\n"
+    delay = state.token_delay_s if fault.chunk_delay_s is None else fault.chunk_delay_s
+    completed = False
+    try:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        for i, word in enumerate(words):
+            if delay:
+                await asyncio.sleep(delay)
+            if i == fault.cut_after:
+                return
+            if i == fault.error_after:
+                yield event({"error": {"message": "CUDA out of memory", "http_status_code": 500}})
+                return
+            if i == fault.reset_after:
+                raise ConnectionResetError("stand-in: connection reset mid-stream")
+            yield chunk({"content": word if i == 0 else " " + word}, None)
+        yield chunk({}, _finish_reason(body, words))
+        if include_usage:
+            yield event({**base, "choices": [], "usage": _usage(body, words)})
+        yield b"data: [DONE]\n\n"
+        completed = True
+    finally:
+        state.stream_ends.append(StreamEnd(time.monotonic(), completed))

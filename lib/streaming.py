@@ -37,10 +37,10 @@ async def relay_chat_events(stream: UpstreamStream) -> AsyncIterator[bytes]:
             if data == b"[DONE]":
                 yield DONE_EVENT
                 return
-            if data is not None and b'"error"' in data:
-                error = _upstream_error_in(data)
-                if error is not None:
-                    raise error
+            if data is not None:
+                # Parsing every event costs microseconds; relaying a malformed one would
+                # make the caller's client fail with a confusing JSON error instead.
+                _parse_chunk(data)
             yield block + b"\n\n"
         raise UpstreamError("The upstream stream ended before it was complete.")
     except ProxyError as exc:
@@ -99,17 +99,6 @@ def _parse_chunk(data: bytes) -> dict[str, Any]:
     if "error" in chunk:
         raise _error_from_event(chunk)
     return chunk
-
-
-def _upstream_error_in(data: bytes) -> UpstreamError | None:
-    """The error a TGI-style `{"error": ...}` event reports, if `data` is one."""
-    try:
-        event = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(event, dict) or "error" not in event:
-        return None
-    return _error_from_event(event)
 
 
 def _error_from_event(event: dict[str, Any]) -> UpstreamError:

@@ -14,13 +14,15 @@ from starlette.types import ASGIApp
 
 
 @contextmanager
-def serve_on_loopback(app: ASGIApp) -> Iterator[str]:
+def serve_on_loopback(app: ASGIApp, log_level: str = "warning") -> Iterator[str]:
     """Serve `app` under uvicorn on 127.0.0.1 and yield its base URL; stop it on exit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=1
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=lambda: asyncio.run(server.serve(sockets=[sock])),
