@@ -14,12 +14,24 @@ from fastapi.testclient import TestClient
 from lib.access_log import LOGGER_NAME
 from lib.app import create_app
 from lib.settings import Settings
+from tests.secret_audit import AUDIT, AuditingLogHandler, audited
 
 # Obviously fake values; tests check that they never leak.
 CANARY_TOKEN = "hf_test_canary_token_5f2c9a"
 CANARY_KEY = "pg_test_canary_key_7d41e0"
 UPSTREAM = "https://upstream.test"
 AUTH = {"Authorization": f"Bearer {CANARY_KEY}"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_leaks_anywhere() -> Iterator[None]:
+    """Fail the session if any canary showed up in any response or log line of any test."""
+    handler = AuditingLogHandler()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    assert not AUDIT.hits, "secrets leaked:\n" + "\n".join(AUDIT.hits[:20])
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +65,7 @@ def make_client(router: respx.Router, **overrides: Any) -> TestClient:
     """A test client for an app whose upstream calls go to `router`."""
     transport = httpx.MockTransport(router.async_handler)
     app = create_app(make_settings(**overrides), transport=transport)
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(audited(app), raise_server_exceptions=False)
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from tests.secret_audit import audited
+
 
 @contextmanager
 def serve_on_loopback(app: ASGIApp, log_level: str = "warning") -> Iterator[str]:
@@ -21,7 +23,11 @@ def serve_on_loopback(app: ASGIApp, log_level: str = "warning") -> Iterator[str]
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=1
+        audited(app),
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

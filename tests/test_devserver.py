@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from lib.devserver import DEV_CLIENT_KEY
+from tests.secret_audit import AUDIT
 
 ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:8000"
@@ -45,12 +46,13 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     env.update(PORT=str(port), PYTHONPATH=str(ROOT))
     workdir = tmp_path_factory.mktemp("dev")  # no .env here
     stderr_path = workdir / "stderr.txt"
-    with stderr_path.open("w") as stderr:
+    stdout_path = workdir / "stdout.txt"
+    with stderr_path.open("w") as stderr, stdout_path.open("w") as stdout:
         process = subprocess.Popen(
             [sys.executable, "-m", "lib.devserver"],
             cwd=workdir,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=stderr,
         )
     url = f"http://127.0.0.1:{port}"
@@ -70,6 +72,9 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        # Its log lines join the suite-wide search for leaked secrets.
+        AUDIT.scan("make dev stdout", stdout_path.read_bytes())
+        AUDIT.scan("make dev stderr", stderr_path.read_bytes())
 
 
 def test_dev_server_without_token_serves_from_the_standin(dev_server: DevServer) -> None:

@@ -1,0 +1,33 @@
+"""The suite-wide leak watch itself: it must see a canary wherever one turns up."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.testclient import TestClient
+from starlette.types import Receive, Scope, Send
+
+from tests.secret_audit import AUDIT, audited
+
+LEAK = "hf_test_canary_planted_on_purpose"
+
+
+async def _leaky_app(scope: Scope, receive: Receive, send: Send) -> None:
+    headers = [(b"x-debug", LEAK.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    half = len(LEAK) // 2
+    await send({"type": "http.response.body", "body": LEAK[:half].encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": LEAK[half:].encode()})
+
+
+def test_audit_sees_canaries_in_headers_split_bodies_and_log_lines() -> None:
+    before = len(AUDIT.hits)
+    try:
+        TestClient(audited(_leaky_app)).get("/leak")
+        logging.getLogger("promptgate").warning("token was %s", LEAK)
+        hits = AUDIT.hits[before:]
+        assert any(h.startswith("GET /leak headers") for h in hits)
+        assert any(h.startswith("GET /leak body") for h in hits)
+        assert any(h.startswith("log promptgate") for h in hits)
+    finally:
+        del AUDIT.hits[before:]  # planted on purpose: not a leak of the proxy's
