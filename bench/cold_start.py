@@ -2,21 +2,25 @@
 
 Usage: .venv/bin/python -m bench.cold_start [--runs N] [--no-write] [--check]   (make bench-cold)
 
-Each measurement is one new Python process (the interpreter the project uses), as a cold
-function instance is. Two things are timed, each for both apps:
+Each measurement is one new Python process, as a cold function instance is. Two things
+are timed, each for both apps:
   import         `import api.index` / the bare module: the app and its Mangum handler built
   first request  the import, then one chat request through the Mangum handler (an HTTP API
                  event), forwarded to the stand-in upstream on loopback: the first request
                  pays for the connection pool, routing and validation set-up
 The bare app imports the same libraries (fastapi, httpx, pydantic_settings, mangum) and has
-one route that forwards the chat body upstream with a module-level httpx client.
+one route that forwards the chat body upstream with a module-level httpx client; the goal is
+set against it. "bare + body model" is the same app with the body declared as a pydantic
+model: FastAPI then also imports pydantic.v1 (its check for v1 models) and builds a
+validator, which every FastAPI app with a typed route pays.
 The children run in a venv holding only requirements.txt (made with uv, cached in
 .cache/cold-start-venv), as a deployed function holds only the runtime dependencies;
 --python runs them with another interpreter instead.
-Figures per scenario: the median over N processes of wall time (spawn to exit, as measured
-by this process), the in-process time (just the import, or import + request), and peak
-RSS (the child's ru_maxrss). Runs are interleaved so drift on a shared machine hits all
-scenarios alike. Results go to stdout and bench/cold_start.md.
+Figures per scenario: the median over N processes of wall time (spawn to exit), CPU time
+(the child's user + sys) and peak RSS (its ru_maxrss). The goal (1.1x the bare app, peak
+RSS within 10 MB) is judged on CPU time, which a busy shared machine disturbs far less than
+wall time. Runs are interleaved so drift hits all scenarios alike. Results go to stdout
+and bench/cold_start.md.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import platform
 import socket
@@ -48,9 +51,12 @@ GOAL_RSS_MB = 10.0
 # The comparison app: what a minimal FastAPI proxy on the same libraries costs.
 BARE_APP = '''
 """A bare FastAPI app with one route, importing what promptgate imports."""
+from typing import Any
+
 import httpx
 from fastapi import FastAPI, Request, Response
 from mangum import Mangum
+from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 
@@ -59,16 +65,17 @@ class Settings(BaseSettings):
     hf_base_url: str = "https://router.huggingface.co"
 
 
+%(body_model)s
 settings = Settings()
 client = httpx.AsyncClient(base_url=settings.hf_base_url)
 app = FastAPI()
 
 
 @app.post("/v1/chat/completions")
-async def chat(request: Request) -> Response:
+async def chat(request: Request%(body_param)s) -> Response:
     upstream = await client.post(
         "/v1/chat/completions",
-        content=await request.body(),
+        content=%(content)s,
         headers={
             "Authorization": f"Bearer {settings.hf_token}",
             "Content-Type": "application/json",
@@ -79,6 +86,13 @@ async def chat(request: Request) -> Response:
 
 handler = Mangum(app, lifespan="off")
 '''
+_PLAIN = {"body_model": "", "body_param": "", "content": "await request.body()"}
+# The same app with its body declared as a pydantic model, as FastAPI apps usually do.
+_WITH_MODEL = {
+    "body_model": "class ChatBody(BaseModel):\n    messages: list[dict[str, Any]]\n",
+    "body_param": ", body: ChatBody",
+    "content": "body.model_dump_json()",
+}
 
 # Runs in each fresh process; argv: module name, "import" or "request".
 _CHILD = """
@@ -113,7 +127,7 @@ class Scenario:
     what: str
     module: str
     wall_s: list[float] = field(default_factory=list)
-    inner_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
 
     def median(self, values: list[float] | list[int]) -> float:
@@ -133,15 +147,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="promptgate-cold-") as scratch, _standin() as url:
         bare_dir = Path(scratch) / "bare"
         bare_dir.mkdir()
-        (bare_dir / "bare_app.py").write_text(BARE_APP)
+        (bare_dir / "bare_app.py").write_text(BARE_APP % _PLAIN)
+        (bare_dir / "bare_model_app.py").write_text(BARE_APP % _WITH_MODEL)
         env = _child_env(url, bare_dir)
-        scenarios = [
-            Scenario("interpreter", "startup", ""),
-            Scenario("promptgate", "import", "api.index"),
-            Scenario("bare", "import", "bare_app"),
-            Scenario("promptgate", "request", "api.index"),
-            Scenario("bare", "request", "bare_app"),
-        ]
+        scenarios = [Scenario("interpreter", "startup", "")]
+        for what in ("import", "request"):
+            scenarios += [
+                Scenario("promptgate", what, "api.index"),
+                Scenario("bare", what, "bare_app"),
+                Scenario("bare+model", what, "bare_model_app"),
+            ]
         for scenario in scenarios:  # warm the OS file cache and the .pyc files first
             _run_once(python, scenario, env, scratch, record=False)
         for _ in range(args.runs):
@@ -204,52 +219,53 @@ def _run_once(
     if not record:
         return
     scenario.wall_s.append(wall)
+    scenario.cpu_s.append(usage.ru_utime + usage.ru_stime)
     scenario.rss_kb.append(usage.ru_maxrss)
-    if scenario.module:
-        inner = json.loads(output.decode().strip().splitlines()[-1])
-        scenario.inner_s.append(inner["import_s" if scenario.what == "import" else "total_s"])
 
 
 def _render(scenarios: list[Scenario], runs: int) -> tuple[str, str, bool]:
     by_key = {(s.app, s.what): s for s in scenarios}
     floor = by_key[("interpreter", "startup")]
     lines = [
-        f"| median of {runs} fresh processes | promptgate | bare FastAPI | ratio / difference |",
-        "|---|---:|---:|---:|",
+        f"| median of {runs} fresh processes | promptgate | bare FastAPI | promptgate / bare "
+        "| bare + body model |",
+        "|---|---:|---:|---:|---:|",
     ]
     ok = True
     notes = []
     for what, label in (("import", "import"), ("request", "import + first chat request")):
         ours, bare = by_key[("promptgate", what)], by_key[("bare", what)]
-        wall_ratio = ours.median(ours.wall_s) / bare.median(bare.wall_s)
-        inner_ratio = ours.median(ours.inner_s) / bare.median(bare.inner_s)
+        model = by_key[("bare+model", what)]
+        rows = (
+            ("wall time, spawn to exit", "wall_s", 1e3, "ms"),
+            ("CPU time, user + sys", "cpu_s", 1e3, "ms"),
+            ("peak RSS", "rss_kb", 1 / 1024, "MB"),
+        )
+        for name, attribute, scale, unit in rows:
+            values = [s.median(getattr(s, attribute)) * scale for s in (ours, bare, model)]
+            if unit == "MB":
+                compared = f"{values[0] - values[1]:+.1f} MB"
+                cells = [f"{v:.1f} MB" for v in values]
+            else:
+                compared = f"{values[0] / values[1]:.2f}x"
+                cells = [f"{v:.0f} ms" for v in values]
+            lines.append(f"| {label}: {name} | {cells[0]} | {cells[1]} | {compared} | {cells[2]} |")
+        cpu_ratio = ours.median(ours.cpu_s) / bare.median(bare.cpu_s)
         rss_diff = (ours.median(ours.rss_kb) - bare.median(bare.rss_kb)) / 1024
-        lines.append(
-            f"| {label}: wall time, spawn to exit | {ours.median(ours.wall_s) * 1e3:.0f} ms "
-            f"| {bare.median(bare.wall_s) * 1e3:.0f} ms | {wall_ratio:.2f}x |"
-        )
-        lines.append(
-            f"| {label}: in-process time | {ours.median(ours.inner_s) * 1e3:.0f} ms "
-            f"| {bare.median(bare.inner_s) * 1e3:.0f} ms | {inner_ratio:.2f}x |"
-        )
-        lines.append(
-            f"| {label}: peak RSS | {ours.median(ours.rss_kb) / 1024:.1f} MB "
-            f"| {bare.median(bare.rss_kb) / 1024:.1f} MB | {rss_diff:+.1f} MB |"
-        )
-        if wall_ratio > GOAL_RATIO:
+        # Judged on CPU time: on a shared machine, wall time mostly measures the neighbours.
+        if cpu_ratio > GOAL_RATIO:
             ok = False
-            notes.append(
-                f"{label}: {wall_ratio:.2f}x the bare app's wall time (goal {GOAL_RATIO}x)"
-            )
+            notes.append(f"{label}: {cpu_ratio:.2f}x the bare app's CPU time (goal {GOAL_RATIO}x)")
         if rss_diff > GOAL_RSS_MB:
             ok = False
             notes.append(f"{label}: {rss_diff:+.1f} MB over the bare app (goal {GOAL_RSS_MB:g} MB)")
     lines.append(
-        f"| interpreter alone (`python -c pass`) | {floor.median(floor.wall_s) * 1e3:.0f} ms, "
-        f"{floor.median(floor.rss_kb) / 1024:.1f} MB | | |"
+        f"| interpreter alone (`python -c pass`) | {floor.median(floor.wall_s) * 1e3:.0f} ms wall, "
+        f"{floor.median(floor.cpu_s) * 1e3:.0f} ms CPU, {floor.median(floor.rss_kb) / 1024:.1f} MB "
+        "| | | |"
     )
     verdict = (
-        f"goal met: within {GOAL_RATIO}x the bare app's wall time "
+        f"goal met: within {GOAL_RATIO}x the bare app's CPU time "
         f"and {GOAL_RSS_MB:g} MB of its peak RSS"
         if ok
         else "goal missed: " + "; ".join(notes)
