@@ -42,17 +42,23 @@ _bearer = HTTPBearer(
     description="The proxy's client key (one of PROXY_API_KEYS), not a Hugging Face token.",
 )
 
+# Every error status an inference route can answer (lib/errors.py), as the API documents them.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Refused by a rule the schema cannot state, or by the upstream",
+    401: "Missing or unknown client key",
+    402: "The server's Hugging Face account is out of credits",
+    403: "Model not allowed on this deployment",
+    404: "Model not found upstream",
+    413: "Request body too large",
+    422: "Invalid request field",
+    429: "Rate limited upstream (Retry-After passed on)",
+    502: "Upstream failed, or refused the server's credentials",
+    503: "This deployment lacks a setting it needs (HF_TOKEN, PROXY_API_KEYS)",
+    504: "Upstream did not answer within the deadline",
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        401: "Missing or unknown client key",
-        403: "Model not allowed on this deployment",
-        413: "Request body too large",
-        422: "Invalid request field",
-        429: "Rate limited upstream (Retry-After passed on)",
-        502: "Upstream failed, or refused the server's credentials",
-        504: "Upstream did not answer within the deadline",
-    }.items()
+    for status, description in ERROR_STATUSES.items()
 }
 _SSE = {"text/event-stream": {"schema": {"type": "string"}, "example": "data: {...}\n\n"}}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from lib.model_ids import MODEL_ID_PATTERN, is_valid_model_id
 
@@ -15,7 +15,18 @@ def _check_model_id(value: str) -> str:
     return value
 
 
-ModelId = Annotated[str, AfterValidator(_check_model_id)]
+# The documented pattern also states the rules `is_valid_model_id` adds (no `--` or `..`, no
+# `.git` ending), so what the schema allows is what the routes accept. Lookaheads are valid
+# in JSON Schema's (ECMA-262) regex dialect; pydantic's own check stays `MODEL_ID_PATTERN`.
+MODEL_ID_SCHEMA_PATTERN = r"^(?!.*(?:--|\.\.))(?![^:]*\.git(?::|$))" + MODEL_ID_PATTERN[1:]
+
+ModelId = Annotated[
+    str,
+    AfterValidator(_check_model_id),
+    WithJsonSchema({"type": "string", "maxLength": 200, "pattern": MODEL_ID_SCHEMA_PATTERN}),
+]
+# A model in a task route's path: the same rules, without a provider suffix.
+TASK_MODEL_SCHEMA_PATTERN = r"^(?!.*:)" + MODEL_ID_SCHEMA_PATTERN[1:]
 
 _MODEL_FIELD = Field(
     default=None,
@@ -202,3 +213,10 @@ class ErrorBody(BaseModel):
     """Every error promptgate returns: the shape the OpenAI SDK parses."""
 
     error: ErrorDetail
+
+
+class TaskErrorBody(BaseModel):
+    """Errors on `/models/*`: the shape huggingface_hub reads (`error_type` names the kind)."""
+
+    error: str
+    error_type: str

@@ -7,18 +7,27 @@ Hugging Face client reads (`{"error": "..."}` and `X-Error-Message`), set by the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from lib import inference
 from lib.embeddings import feature_extraction_path
-from lib.routes import answer_chat, require_client_key, start_upstream_call
-from lib.schemas import ChatCompletionRequest
+from lib.routes import ERROR_STATUSES, answer_chat, require_client_key, start_upstream_call
+from lib.schemas import TASK_MODEL_SCHEMA_PATTERN, ChatCompletionRequest, TaskErrorBody
 
 TASK_ROUTE_PREFIX = "/models/"
+
+# Documented only: `resolve_task_model` checks the id (with the rules pydantic's regex lacks).
+TaskModel = Annotated[
+    str,
+    Path(
+        description="A Hub model id, `org/name`, without a provider suffix.",
+        json_schema_extra={"pattern": TASK_MODEL_SCHEMA_PATTERN},
+    ),
+]
 
 
 class TaskRequest(BaseModel):
@@ -40,6 +49,10 @@ task_router = APIRouter(
     prefix="/models",
     dependencies=[Depends(require_client_key)],
     tags=["Hugging Face tasks"],
+    responses={
+        status: {"model": TaskErrorBody, "description": description}
+        for status, description in ERROR_STATUSES.items()
+    },
 )
 
 
@@ -47,7 +60,7 @@ task_router = APIRouter(
     "/{model:path}/pipeline/feature-extraction",
     summary="Feature extraction (embeddings) on hf-inference",
 )
-async def run_feature_extraction(model: str, body: TaskRequest, request: Request) -> Response:
+async def run_feature_extraction(model: TaskModel, body: TaskRequest, request: Request) -> Response:
     """Forward to the model's feature-extraction pipeline; the answer passes through."""
     return await _forward(model, feature_extraction_path, body, request)
 
@@ -58,7 +71,7 @@ async def run_feature_extraction(model: str, body: TaskRequest, request: Request
     response_model=None,
 )
 async def create_model_chat_completion(
-    model: str, body: ChatCompletionRequest, request: Request
+    model: TaskModel, body: ChatCompletionRequest, request: Request
 ) -> Response:
     """What `InferenceClient(model="<proxy>/models/<org>/<name>").chat_completion()` calls."""
     resolved = inference.resolve_task_model(model, request.app.state.services.settings)
@@ -66,7 +79,7 @@ async def create_model_chat_completion(
 
 
 @task_router.post("/{model:path}", summary="Run the model's task on hf-inference")
-async def run_task(model: str, body: TaskRequest, request: Request) -> Response:
+async def run_task(model: TaskModel, body: TaskRequest, request: Request) -> Response:
     """Forward any task body (classification, summarization, generation, ...) as JSON."""
     return await _forward(model, inference.task_path, body, request)
 
