@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.settings import DEFAULT_HF_BASE_URL, SettingsError, load_settings
+from lib.settings import DEFAULT_HF_BASE_URL, Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,3 +102,18 @@ def test_entry_point_stops_with_one_line_naming_the_variable() -> None:
         "promptgate: invalid setting PROXY_API_KEYS: each key must be at least 8 characters long"
     ]
     assert "tiny" not in result.stderr and "hf_test_canary_y" not in result.stderr
+
+
+def test_env_example_names_every_setting_and_loads_as_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    example = (ROOT / ".env.example").read_text()
+    names = {line.split("=", 1)[0] for line in example.splitlines() if "=" in line[:40]}
+    names = {n for n in names if not n.startswith("#")}
+    assert names == {field.upper() for field in Settings.model_fields}
+    (tmp_path / ".env").write_text(example)
+    settings = load_settings()
+    assert settings.hf_token is None and settings.allowed_models == [
+        settings.default_model,
+        settings.embedding_model,
+    ]
