@@ -31,6 +31,7 @@ from lib.settings import Settings
 
 # Far above any chat or embedding answer, far below what would hurt a 2 GB function.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MAX_EVENT_BYTES = 1024 * 1024
 _MAX_ERROR_MESSAGE = 300
 
 
@@ -268,6 +269,8 @@ class UpstreamStream:
             if b"\r" in buffer:
                 buffer = buffer.replace(b"\r\n", b"\n")
             *blocks, buffer = buffer.split(b"\n\n")
+            if len(buffer) > MAX_EVENT_BYTES:
+                raise UpstreamError("The upstream sent an event larger than this proxy accepts.")
             for block in blocks:
                 if block.strip():
                     yield block

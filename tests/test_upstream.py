@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from lib.errors import NotConfiguredError, UpstreamError, UpstreamTimeoutError
-from lib.upstream import MAX_RESPONSE_BYTES, UpstreamCall, UpstreamClient
+from lib.upstream import MAX_EVENT_BYTES, MAX_RESPONSE_BYTES, UpstreamCall, UpstreamClient
 from tests.conftest import CANARY_TOKEN, UPSTREAM, chat_completion, make_settings
 
 CHAT = "/v1/chat/completions"
@@ -129,3 +129,23 @@ def test_events_are_split_across_chunk_boundaries_and_crlf() -> None:
         return [block async for block in stream.events()]
 
     assert asyncio.run(read()) == [b'data: {"a": 1}', b"data: [DONE]"]
+
+
+def test_stream_event_without_end_is_capped() -> None:
+    async def body():
+        yield b"data: " + b"x" * (MAX_EVENT_BYTES // 2)
+        yield b"x" * (MAX_EVENT_BYTES // 2 + 10)
+        yield b"\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    upstream = UpstreamClient(make_settings(), transport=httpx.MockTransport(handler))
+
+    async def read() -> None:
+        stream = await upstream.open_stream(CHAT, {}, UpstreamCall("r", "m"))
+        async for _ in stream.events():
+            pass
+
+    with pytest.raises(UpstreamError, match="larger than"):
+        asyncio.run(read())
