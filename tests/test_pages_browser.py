@@ -244,6 +244,8 @@ def test_playground_streams_an_answer_token_by_token(
     model = page.get_by_label("Model", exact=True)
     page.wait_for_function("() => document.getElementById('model').options[0]?.value !== ''")
     assert model.input_value() == MODEL and model.is_enabled()
+    offered = page.eval_on_selector_all("#model option", "options => options.map(o => o.value)")
+    assert offered == [MODEL]  # the embedding model is allowed too, but cannot answer a prompt
 
     _start_sampling(page)
     prompt = "Tell me about streaming proxies"

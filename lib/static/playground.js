@@ -109,9 +109,14 @@
         return;
       }
       var body = await response.json();
-      var ids = (body.data || []).map(function (model) {
-        return model.id;
-      });
+      // Embedding models cannot answer a prompt; models of unknown task are offered.
+      var ids = (body.data || [])
+        .filter(function (model) {
+          return model.task !== "feature-extraction";
+        })
+        .map(function (model) {
+          return model.id;
+        });
       modelSelect.replaceChildren();
       ids.forEach(function (id) {
         modelSelect.append(new Option(id, id));
