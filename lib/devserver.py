@@ -80,7 +80,7 @@ def _print_banner(host: str, port: int, notes: list[str]) -> None:
     url = f"http://{host}:{port}"
     lines = [
         "",
-        f"  promptgate is serving on {url}  (docs: {url}/docs)",
+        f"  promptgate is serving on {url}  (playground: {url}/, API docs: {url}/docs)",
         *[f"  {n}" for n in notes],
         "",
     ]
