@@ -37,10 +37,14 @@ _MODEL_FIELD = Field(
 )
 
 
+# Request bodies are `strict`: a value of the wrong JSON type (`"stream": 0`, `"seed": false`)
+# is a 422, as the schema documents and OpenAI's API answers, not silently coerced.
+
+
 class ChatMessage(BaseModel):
     """One message of a conversation; extra OpenAI fields (name, tool_calls, ...) pass through."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -49,7 +53,7 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     """OpenAI's `stream_options`: ask for a last chunk that carries token usage."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     include_usage: bool | None = None
 
@@ -59,6 +63,7 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="allow",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -86,6 +91,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"prompt": "Write a haiku about proxies.", "max_tokens": 64}]
         },
@@ -104,6 +110,7 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="allow",
+        strict=True,
         json_schema_extra={
             "examples": [{"input": ["The first sentence.", "The second one."]}],
         },

@@ -35,6 +35,7 @@ class TaskRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="allow",
+        strict=True,
         json_schema_extra={
             "examples": [{"inputs": "I love this proxy!", "parameters": {"top_k": 2}}]
         },
