@@ -27,10 +27,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import ttfb
+from bench import holdback, ttfb
 from bench.upstream import (
     MODEL,
     STREAM_REQUEST_ID,
@@ -39,6 +39,7 @@ from bench.upstream import (
     nginx_path,
     wait_for_port,
 )
+from lib.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
@@ -54,22 +55,17 @@ class Scenario:
     name: str
     path: str
     body: dict
+    expect: bytes  # in every good answer
     stream: bool = False
 
 
 _PROMPT = [{"role": "user", "content": "Say hello in five words."}]
+_CHAT = {"model": MODEL, "messages": _PROMPT, "max_tokens": 32}
+# One line each; nginx (bench/upstream.py) answers what the proxy and the forwarder call.
 SCENARIOS = [
-    Scenario(
-        "chat", "/v1/chat/completions", {"model": MODEL, "messages": _PROMPT, "max_tokens": 32}
-    ),
-    Scenario(
-        "chat stream",
-        "/v1/chat/completions",
-        {"model": MODEL, "messages": _PROMPT, "max_tokens": 32, "stream": True},
-        stream=True,
-    ),
-    # Once the proxy serves /v1/embeddings, uncomment (nginx already answers it):
-    # Scenario("embeddings", "/v1/embeddings", {"model": "BAAI/bge-small-en-v1.5", "input": "hi"}),
+    Scenario("chat", "/v1/chat/completions", _CHAT, b'"object":"chat.completion"'),
+    Scenario("chat stream", "/v1/chat/completions", {**_CHAT, "stream": True}, b"[DONE]", True),
+    Scenario("embeddings", "/v1/embeddings", {"input": "The first sentence."}, b'"embedding"'),
 ]
 
 
@@ -83,6 +79,7 @@ class Target:
     factory: bool = False
     env: dict[str, str] = field(default_factory=dict)
     server: str | None = None  # "uvloop" or "asyncio"; None: the run's default
+    app_dir: Path = ROOT  # where `app` is imported from
 
 
 _PROXY_ENV = {"HF_TOKEN": BENCH_TOKEN, "PROXY_API_KEYS": BENCH_KEY, "LOG_LEVEL": "INFO"}
@@ -102,19 +99,13 @@ PROXY_AIOHTTP = Target(
     factory=True,
     env=_PROXY_ENV,
 )
-SUITE = [DIRECT, PROXY, PROXY_AIOHTTP, REFERENCE, REFERENCE_AIOHTTP]
+SUITE = [DIRECT, PROXY, REFERENCE, REFERENCE_AIOHTTP]
 TINY = [DIRECT, PROXY, REFERENCE]
+# The options compared in bench/performance.md, each one change from the proxy as it is.
 EXPLORE = [
     *SUITE,
-    Target("proxy asyncio+h11", "variant", PROXY.app, True, _PROXY_ENV, server="asyncio"),
-    Target(
-        "proxy aiohttp asyncio+h11",
-        "variant",
-        PROXY_AIOHTTP.app,
-        True,
-        _PROXY_ENV,
-        server="asyncio",
-    ),
+    PROXY_AIOHTTP,
+    replace(PROXY, name="proxy asyncio+h11", role="variant", server="asyncio"),
     Target(
         "proxy httpx keepalive=200",
         "variant",
@@ -122,14 +113,17 @@ EXPLORE = [
         True,
         _PROXY_ENV,
     ),
-    Target(
-        "proxy aiohttp no access log",
-        "variant",
-        PROXY_AIOHTTP.app,
-        True,
-        {**_PROXY_ENV, "LOG_LEVEL": "WARNING"},
+    replace(
+        PROXY,
+        name="proxy no access log",
+        role="variant",
+        env={**_PROXY_ENV, "LOG_LEVEL": "WARNING"},
     ),
 ]
+_PROPOSAL_VARIANTS = {
+    "proposal asyncio+h11": {"server": "asyncio"},
+    "proposal no access log": {"env": {**_PROXY_ENV, "LOG_LEVEL": "WARNING"}},
+}
 _SERVERS = {"uvloop": ("uvloop", "httptools"), "asyncio": ("asyncio", "h11")}
 
 
@@ -188,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, help="seconds per wrk run")
     parser.add_argument("--server", choices=sorted(_SERVERS), help="uvicorn loop and parser")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the results")
+    parser.add_argument(
+        "--proposal", type=Path, help="also measure the proxy with this patch to lib/ applied"
+    )
     args = parser.parse_args(argv)
     if missing := missing_tools():
         print(f"bench: missing {', '.join(missing)}: apt-get install -y nginx-light wrk")
@@ -199,14 +196,35 @@ def main(argv: list[str] | None = None) -> int:
         options.targets = list(EXPLORE)
     options.rounds = args.rounds or options.rounds
     options.duration_s = args.duration or options.duration_s
-    started = time.monotonic()
-    report = run_suite(options)
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    with contextlib.ExitStack() as stack:
+        if args.proposal:
+            patched = stack.enter_context(tempfile.TemporaryDirectory(prefix="promptgate-"))
+            _apply_proposal(args.proposal, Path(patched))
+            proposed = replace(PROXY, name="proxy + proposal", role="variant", app_dir=patched)
+            options.targets.insert(2, proposed)
+            if args.explore:
+                for name, changes in _PROPOSAL_VARIANTS.items():
+                    options.targets.append(replace(proposed, name=name, **changes))
+        report = run_suite(options)
     elapsed = time.monotonic() - started
-    text = report + f"\nWall time of this run: {elapsed:.0f} s.\n"
+    text = report + (
+        f"\nWall time of this run: {elapsed:.0f} s. Load average (1 min) before the run: "
+        f"{load_before:.1f} (other work on the machine; the further above 0, the noisier the "
+        f"figures), after it: {os.getloadavg()[0]:.1f} (this run included).\n"
+    )
     print(text)
     args.out.write_text(text)
     print(f"bench: wrote {args.out}")
     return 0
+
+
+def _apply_proposal(diff: Path, directory: Path) -> None:
+    """A copy of lib/ in `directory` with the diff's changes to lib/ applied."""
+    shutil.copytree(ROOT / "lib", directory / "lib")
+    subprocess.run(
+        ["git", "apply", "-p1", "--include=lib/*", str(diff.resolve())], cwd=directory, check=True
+    )
 
 
 def run_suite(options: Options) -> str:
@@ -227,30 +245,43 @@ def run_suite(options: Options) -> str:
             load = _measure_load(running, scripts, options)
             first_byte = _measure_first_byte(running, options)
             peak_rss = {served.target.name: served.peak_rss_mb() for served in running}
-    return _report(options, load, first_byte, peak_rss, upstream_note=_upstream_note(load))
+    held = _measure_holdback(options)
+    return _report(options, load, first_byte, peak_rss, held, _upstream_note(load))
 
 
 @contextlib.contextmanager
-def _serve(target: Target, upstream: NginxUpstream, default_server: str) -> Iterator[Running]:
+def _serve(
+    target: Target, upstream: NginxUpstream | holdback.Drip, default_server: str
+) -> Iterator[Running]:
     if target.app is None:
         yield Running(target, upstream.port)
         return
     port = free_port()
     loop, parser = _SERVERS[target.server or default_server]
-    command = [sys.executable, "-m", "uvicorn", target.app, "--app-dir", str(ROOT)]
+    command = [sys.executable, "-m", "uvicorn", target.app, "--app-dir", str(target.app_dir)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--loop", loop, "--http", parser]
     command += ["--no-access-log", "--log-level", "warning", "--backlog", "2048"]
     command += ["--factory"] if target.factory else []
+    # Only the settings given here: none of the developer's own (HF_TOKEN, CORS_ORIGINS, ...).
+    inherited = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env = {
-        **os.environ,
+        **inherited,
         "HF_BASE_URL": upstream.url,
         "BENCH_UPSTREAM_URL": upstream.url,
         **target.env,
     }
-    with tempfile.TemporaryDirectory() as cwd:  # so no developer's .env is read
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    # cwd: so that no developer's .env is read. stderr: asyncio logs every write to a socket
+    # that wrk has closed; keep that out of the table.
+    with tempfile.TemporaryDirectory() as cwd, Path(cwd, "stderr.log").open("w+") as errors:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors
+        )
         try:
-            wait_for_port(port, process)
+            try:
+                wait_for_port(port, process)
+            except RuntimeError as exc:
+                errors.seek(0)
+                raise RuntimeError(f"{target.name} did not start: {exc}\n{errors.read()}") from None
             yield Running(target, port, process)
         finally:
             process.terminate()
@@ -271,8 +302,7 @@ def _check_answers(served: Running) -> None:
             body = response.read()
         finally:
             connection.close()
-        expected = b"data: [DONE]" if scenario.stream else b'"object":"chat.completion"'
-        if response.status != 200 or expected not in body:
+        if response.status != 200 or scenario.expect not in body:
             raise RuntimeError(
                 f"{served.target.name} answered {scenario.name} with {response.status}: "
                 f"{body[:200]!r}"
@@ -350,6 +380,21 @@ def _measure_first_byte(running: list[Running], options: Options) -> dict[str, l
     return medians
 
 
+def _measure_holdback(options: Options) -> dict[str, tuple[int, float]]:
+    """Per app, (events held back, largest delay in ms) relaying a stream that drips."""
+    stream = next(s for s in SCENARIOS if s.stream)
+    headers = {k: v for k, v in _headers(stream).items() if k != "Content-Type"}
+    request = ttfb.build_request(stream.path, json.dumps(stream.body).encode(), headers)
+    results = {}
+    with holdback.Drip() as drip:
+        for target in options.targets:
+            if target.app is not None:
+                with _serve(target, drip, options.server) as served:
+                    arrived = holdback.arrivals(served.port, request)
+                    results[target.name] = holdback.held_back(drip.sent_at, arrived)
+    return results
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -380,6 +425,7 @@ def _report(
     load: Load,
     first_byte: dict[str, list[float]],
     peak_rss: dict[str, float | None],
+    held: dict[str, tuple[int, float]],
     upstream_note: str,
 ) -> str:
     names = [t.name for t in options.targets]
@@ -429,34 +475,45 @@ def _report(
         upstream_note,
         "",
         f"Time to first streamed byte, 1 client, median of {options.rounds} x "
-        f"{options.ttfb_samples} samples (raw-socket probe, bench/ttfb.py):",
+        f"{options.ttfb_samples} samples (raw-socket probe, bench/ttfb.py). Held back: of "
+        f"{holdback.EVENTS} events an upstream writes {holdback.GAP_S * 1000:g} ms apart, how "
+        "many reached the client only after the next was written (bench/holdback.py); "
+        "peak RSS: VmHWM of the server process over the whole run.",
         "",
-        "| target | first byte ms | added ms | added vs floor | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|",
-        f"| {DIRECT.name} | {direct_first:.3f} | | | |",
+        "| target | first byte ms | added ms | added vs floor | held back | max event delay ms "
+        "| peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| {DIRECT.name} | {direct_first:.3f} | | | | | |",
     ]
     for target in apps:
         first = _median(first_byte[target.name])
-        rss = peak_rss[target.name]
+        late, delay_ms = held[target.name]
         lines.append(
             f"| {target.name} | {first:.3f} | {first - direct_first:.3f} | "
-            f"{_ratio(first - direct_first, floor_first)} | {rss:.1f} |"
+            f"{_ratio(first - direct_first, floor_first)} | {late} | {delay_ms:.2f} "
+            f"| {peak_rss[target.name]:.1f} |"
         )
-    lines += ["", *_targets(options, load, first_byte)]
+    lines += ["", *_targets(options, load, first_byte, held)]
     return "\n".join(lines) + "\n"
 
 
-def _targets(options: Options, load: Load, first_byte: dict[str, list[float]]) -> list[str]:
+def _targets(
+    options: Options,
+    load: Load,
+    first_byte: dict[str, list[float]],
+    held: dict[str, tuple[int, float]],
+) -> list[str]:
     """The issue's targets, checked for the proxy and any variant of it."""
     lowest, middle = options.concurrencies[0], options.concurrencies[1]
     references = [t.name for t in options.targets if t.role == "reference"]
     lines = [
         "Targets (issue 6): added p50 at 1 client <= 1.2 x floor; req/s at "
-        f"{middle} clients >= 0.8 x best reference; first byte added <= 2 ms.",
+        f"{middle} clients >= 0.8 x best reference; first byte added <= 2 ms; no chunk "
+        "held back.",
         "",
         "| target | scenario | p50 added vs floor (1 client) | req/s vs best "
-        f"({middle} clients) | first byte added ms |",
-        "|---|---|---:|---:|---:|",
+        f"({middle} clients) | first byte added ms | chunks held back |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     direct_first = _median(first_byte[DIRECT.name])
     for target in options.targets:
@@ -474,6 +531,9 @@ def _targets(options: Options, load: Load, first_byte: dict[str, list[float]]) -
                 _verdict(_ratio(added, floor), added <= 1.2 * floor),
                 _verdict(f"{rps / best:.2f}", rps >= 0.8 * best),
                 _verdict(f"{first_added:.3f}", first_added <= 2.0) if scenario.stream else "",
+                _verdict(str(held[target.name][0]), not held[target.name][0])
+                if scenario.stream
+                else "",
             ]
             lines.append(f"| {target.name} | {scenario.name} | " + " | ".join(verdicts) + " |")
     return lines

@@ -1,5 +1,8 @@
 """A static upstream on loopback: nginx answering POSTs with fixed chat, embedding and SSE bodies.
 
+It answers both the OpenAI paths (called directly and by the reference forwarder) and the
+Hugging Face path the proxy calls for embeddings (feature-extraction), with the same vector.
+
 nginx runs as a child process (not a daemon) from a config generated into a temp dir, with one
 worker, so that it costs the proxy as little CPU as possible on a small machine.
 """
@@ -74,6 +77,8 @@ def _stream_body() -> str:
 
 CHAT_BODY = json.dumps(CHAT_COMPLETION, separators=(",", ":"))
 EMBEDDING_BODY = json.dumps(EMBEDDING, separators=(",", ":"))
+# What Hugging Face's feature-extraction pipeline answers for one sentence: the bare vectors.
+FEATURES_BODY = json.dumps([EMBEDDING["data"][0]["embedding"]], separators=(",", ":"))
 STREAM_BODY = _stream_body()
 
 _CONFIG = """\
@@ -109,6 +114,10 @@ http {{
         location = /v1/embeddings {{
             default_type application/json;
             return 200 '{embedding}';
+        }}
+        location ~ ^/hf-inference/models/.+/pipeline/feature-extraction$ {{
+            default_type application/json;
+            return 200 '{features}';
         }}
         location / {{ return 404; }}
     }}
@@ -172,6 +181,7 @@ class NginxUpstream:
             port=self.port,
             chat=_quote(CHAT_BODY),
             embedding=_quote(EMBEDDING_BODY),
+            features=_quote(FEATURES_BODY),
             stream=_quote(STREAM_BODY),
         )
         (prefix / "nginx.conf").write_text(config)

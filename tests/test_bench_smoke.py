@@ -39,10 +39,15 @@ def test_tiny_run_prints_and_writes_a_table_of_figures(tmp_path: Path) -> None:
     written = out.read_text()
     assert written in result.stdout
     assert "- Machine: " in written and "- Python 3." in written
-    for scenario in ("chat", "chat stream"):
+    for scenario in ("chat", "chat stream", "embeddings"):
         for target in ("proxy", "reference httpx"):
             row = rf"^\| {scenario} \| \d+ \| {target} \| {_NUMBER} \| {_NUMBER} \| {_NUMBER} \|"
             assert re.search(row, written, re.MULTILINE), f"no {scenario}/{target} row:\n{written}"
-    first_byte = re.search(rf"^\| proxy \| ({_NUMBER}) \| (-?{_NUMBER}) \|", written, re.MULTILINE)
-    assert first_byte and float(first_byte[1]) > 0
-    assert re.search(r"peak RSS MiB", written)
+    # target | first byte ms | added | vs floor | held back | max event delay | peak RSS MiB
+    n = _NUMBER
+    row = rf"^\| proxy \| ({n}) \| -?{n} \| [^|]+ \| \d \| {n} \| ({n}) \|$"
+    proxy_stream = re.search(row, written, re.MULTILINE)
+    assert proxy_stream, written
+    first_byte_ms, peak_rss_mib = proxy_stream.groups()
+    assert float(first_byte_ms) > 0 and float(peak_rss_mib) > 10
+    assert re.search(r"^\| proxy \| chat stream \| .* (met|MISSED) \|$", written, re.MULTILINE)
