@@ -60,7 +60,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in ERROR_STATUSES.items()
 }
-_SSE = {"text/event-stream": {"schema": {"type": "string"}, "example": "data: {...}\n\n"}}
+# Before OpenAPI 3.2, an event stream's `schema` describes each event: its `data` is a JSON
+# object, or `[DONE]` last (chat completions).
+SSE_CONTENT = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "properties": {"data": {"type": "string"}},
+            "required": ["data"],
+        },
+        "example": "data: {...}\n\n",
+    }
+}
 
 
 def _services(request: Request) -> Services:
@@ -91,7 +102,7 @@ public_router = APIRouter()
     tags=["OpenAI-compatible"],
     summary="Create a chat completion",
     response_model=None,
-    responses={200: {"content": {"application/json": {}, **_SSE}}},
+    responses={200: {"content": {"application/json": {}, **SSE_CONTENT}}},
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     """Forward an OpenAI chat completion; `stream: true` relays the SSE events as they come."""
@@ -116,7 +127,7 @@ async def answer_chat(body: ChatCompletionRequest, model: str, request: Request)
     tags=["Simple"],
     summary="Generate text from a prompt",
     response_model=GenerateResponse,
-    responses={200: {"content": _SSE}},
+    responses={200: {"content": SSE_CONTENT}},
 )
 async def generate(body: GenerateRequest, request: Request) -> Response | GenerateResponse:
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""

@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lib import inference
 from lib.embeddings import feature_extraction_path
-from lib.routes import ERROR_STATUSES, answer_chat, require_client_key, start_upstream_call
+from lib.routes import (
+    ERROR_STATUSES,
+    SSE_CONTENT,
+    answer_chat,
+    require_client_key,
+    start_upstream_call,
+)
 from lib.schemas import TASK_MODEL_SCHEMA_PATTERN, ChatCompletionRequest, TaskErrorBody
 
 TASK_ROUTE_PREFIX = "/models/"
@@ -70,6 +76,7 @@ async def run_feature_extraction(model: TaskModel, body: TaskRequest, request: R
     "/{model:path}/v1/chat/completions",
     summary="Chat completion for the model in the path",
     response_model=None,
+    responses={200: {"content": {"application/json": {}, **SSE_CONTENT}}},
 )
 async def create_model_chat_completion(
     model: TaskModel, body: ChatCompletionRequest, request: Request
