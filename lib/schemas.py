@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from lib.model_ids import MODEL_ID_PATTERN, is_valid_model_id
 
@@ -25,6 +25,18 @@ ModelId = Annotated[
     AfterValidator(_check_model_id),
     WithJsonSchema({"type": "string", "maxLength": 200, "pattern": MODEL_ID_SCHEMA_PATTERN}),
 ]
+
+
+def _whole_number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON has one kind of number: `512.0` is the integer 512, as JSON Schema reads it. (Bounds
+# go before the validator, or pydantic leaves them out of the JSON schema.)
+JsonInt = Annotated[int, BeforeValidator(_whole_number)]
+MaxTokens = Annotated[int, Field(ge=1, le=131_072), BeforeValidator(_whole_number)]
+Dimensions = Annotated[int, Field(ge=1, le=16_384), BeforeValidator(_whole_number)]
+
 # A model in a task route's path: the same rules, without a provider suffix.
 TASK_MODEL_SCHEMA_PATTERN = r"^(?!.*:)" + MODEL_ID_SCHEMA_PATTERN[1:]
 
@@ -79,11 +91,11 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=131_072)
+    max_tokens: MaxTokens | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = Field(default=None, max_length=4)
-    seed: int | None = None
+    seed: JsonInt | None = None
 
 
 class GenerateRequest(BaseModel):
@@ -100,7 +112,7 @@ class GenerateRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=200_000)
     model: ModelId | None = _MODEL_FIELD
     system: str | None = Field(default=None, max_length=50_000)
-    max_tokens: int | None = Field(default=None, ge=1, le=131_072)
+    max_tokens: MaxTokens | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
 
@@ -129,10 +141,8 @@ class EmbeddingRequest(BaseModel):
         default="float",
         description="`base64`: each vector as little-endian float32, as the OpenAI SDK expects.",
     )
-    dimensions: int | None = Field(
+    dimensions: Dimensions | None = Field(
         default=None,
-        ge=1,
-        le=16_384,
         description="Accepted only when it equals the model's own dimension count.",
     )
 
