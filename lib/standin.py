@@ -16,6 +16,7 @@ them by hand, end the last user message (or a task's `inputs` text) with a tag:
     #standin:midError  a stream that sends a TGI-style error event
     #standin:reset     a connection broken mid-body
     #standin:slow      waits `slow_s` seconds before answering
+    #standin:drip      streams one event every 0.05 s (a caller can hang up mid-stream)
 Never imported by the production app.
 """
 
@@ -252,6 +253,7 @@ def _fault_from_tag(text: str, slow_s: float) -> Fault | None:
         return Fault(status=int(tag), headers={"Retry-After": "7"} if tag == "429" else {})
     return {
         "slow": Fault(delay_s=slow_s),
+        "drip": Fault(chunk_delay_s=0.05),
         "notjson": Fault(body=b"<html>upstream proxy error</html>", content_type="text/html"),
         "cut": Fault(cut_after=2),
         "midError": Fault(error_after=2),
