@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format clean bench bench-cold screenshots
+.PHONY: dev test lint format clean bench bench-cold screenshots soak
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
@@ -31,6 +31,9 @@ screenshots: $(STAMP)  ## Refresh docs/screenshot-*.png from the browser tests (
 
 bench-cold: $(STAMP)  ## Cold start of api.index against a bare FastAPI app (bench/cold_start.md)
 	$(BIN)/python -m bench.cold_start
+
+soak: $(STAMP)  ## Thousands of mixed requests on loopback; fails if the proxy's RSS or fds grow (docs/soak.md)
+	$(BIN)/python -m scripts.soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
