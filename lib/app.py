@@ -21,7 +21,7 @@ from lib.disconnect import CancelOnDisconnectMiddleware
 from lib.errors import ProxyError
 from lib.pages import include_pages
 from lib.routes import Services, inference_router, public_router
-from lib.settings import Settings, load_settings
+from lib.settings import Settings, SettingsError, load_settings
 from lib.task_routes import TASK_ROUTE_PREFIX, task_router
 from lib.upstream import UpstreamClient
 
@@ -88,6 +88,14 @@ def create_app(
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestContextMiddleware, logger=configure_logging(settings.log_level))
     return app
+
+
+def create_app_or_exit() -> FastAPI:
+    """`create_app()` from the environment; a bad setting exits with one line naming it."""
+    try:
+        return create_app()
+    except SettingsError as exc:
+        raise SystemExit(f"promptgate: {exc}") from None
 
 
 def error_response(

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=4_500_000)
     cors_origins: CommaList = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # AWS Lambda only: a path prefix API Gateway leaves in the path (a named stage, "/prod").
+    api_gateway_base_path: str = Field(default="/", pattern=r"^/[A-Za-z0-9._~/-]*$")
 
     @field_validator("hf_token", mode="before")
     @classmethod
