@@ -37,6 +37,28 @@ JsonInt = Annotated[int, BeforeValidator(_whole_number)]
 MaxTokens = Annotated[int, Field(ge=1, le=131_072), BeforeValidator(_whole_number)]
 Dimensions = Annotated[int, Field(ge=1, le=16_384), BeforeValidator(_whole_number)]
 
+
+def _check_stop(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, list) and len(value) > 4:
+        raise ValueError("at most 4 stop sequences")
+    return value
+
+
+# One stop sequence, or up to 4 (OpenAI's limit): the bound is on the list, not on a
+# string's length. One validator, so that an error names `stop`, not a union member.
+StopSequences = Annotated[
+    str | list[str],
+    AfterValidator(_check_stop),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+            ]
+        }
+    ),
+]
+
 # A model in a task route's path: the same rules, without a provider suffix.
 TASK_MODEL_SCHEMA_PATTERN = r"^(?!.*:)" + MODEL_ID_SCHEMA_PATTERN[1:]
 
@@ -94,7 +116,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: MaxTokens | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: str | list[str] | None = Field(default=None, max_length=4)
+    stop: StopSequences | None = None
     seed: JsonInt | None = None
 
 
