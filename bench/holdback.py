@@ -8,6 +8,7 @@ An event is held back when it arrives only after the upstream has written the ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -68,7 +69,9 @@ class Drip:
             await asyncio.sleep(GAP_S)
         _write_chunk(writer, b"data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        # A proxy may hang up as soon as it has read `[DONE]`.
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
         writer.close()
 
 

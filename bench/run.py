@@ -7,7 +7,9 @@ every figure is the median over rounds. Usage:
 
     python -m bench.run                 # the suite; prints the table, writes bench/results.md
     python -m bench.run --tiny --out X  # seconds-long smoke run (tests/test_bench_smoke.py)
-    python -m bench.run --explore       # also the variants compared in the performance notes
+    python -m bench.run --explore       # also the variants compared in bench/performance.md
+    python -m bench.run --proposal A.diff [--proposal B.diff]
+                                        # also the proxy with A (then A and B) applied to lib/
 """
 
 from __future__ import annotations
@@ -120,9 +122,10 @@ EXPLORE = [
         env={**_PROXY_ENV, "LOG_LEVEL": "WARNING"},
     ),
 ]
+# With --explore, variants of the last proposal.
 _PROPOSAL_VARIANTS = {
-    "proposal asyncio+h11": {"server": "asyncio"},
-    "proposal no access log": {"env": {**_PROXY_ENV, "LOG_LEVEL": "WARNING"}},
+    "proposals asyncio+h11": {"server": "asyncio"},
+    "proposals no access log": {"env": {**_PROXY_ENV, "LOG_LEVEL": "WARNING"}},
 }
 _SERVERS = {"uvloop": ("uvloop", "httptools"), "asyncio": ("asyncio", "h11")}
 
@@ -183,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=sorted(_SERVERS), help="uvicorn loop and parser")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the results")
     parser.add_argument(
-        "--proposal", type=Path, help="also measure the proxy with this patch to lib/ applied"
+        "--proposal",
+        type=Path,
+        action="append",
+        default=[],
+        help="also measure the proxy with this patch to lib/ applied (repeat: cumulatively)",
     )
     args = parser.parse_args(argv)
     if missing := missing_tools():
@@ -191,21 +198,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = Options(server=args.server or _default_server())
     if args.tiny:
-        options = Options(1, 1, False, (1, 4), 10, options.server, list(TINY))
+        options = Options(
+            rounds=1,
+            duration_s=1,
+            warmup=False,
+            concurrencies=(1, 4),
+            ttfb_samples=10,
+            server=options.server,
+            targets=list(TINY),
+        )
     elif args.explore:
         options.targets = list(EXPLORE)
     options.rounds = args.rounds or options.rounds
     options.duration_s = args.duration or options.duration_s
     started, load_before = time.monotonic(), os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
-        if args.proposal:
-            patched = stack.enter_context(tempfile.TemporaryDirectory(prefix="promptgate-"))
-            _apply_proposal(args.proposal, Path(patched))
-            proposed = replace(PROXY, name="proxy + proposal", role="variant", app_dir=patched)
-            options.targets.insert(2, proposed)
-            if args.explore:
-                for name, changes in _PROPOSAL_VARIANTS.items():
-                    options.targets.append(replace(proposed, name=name, **changes))
+        for count in range(1, len(args.proposal) + 1):
+            patched = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pg-")))
+            _apply_proposals(args.proposal[:count], patched)
+            name = "proxy + " + " + ".join(p.stem for p in args.proposal[:count])
+            proposed = replace(PROXY, name=name, role="variant", app_dir=patched)
+            options.targets.insert(1 + count, proposed)
+        if args.explore and args.proposal:
+            for name, changes in _PROPOSAL_VARIANTS.items():
+                options.targets.append(replace(proposed, name=name, **changes))
         report = run_suite(options)
     elapsed = time.monotonic() - started
     text = report + (
@@ -219,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _apply_proposal(diff: Path, directory: Path) -> None:
-    """A copy of lib/ in `directory` with the diff's changes to lib/ applied."""
+def _apply_proposals(diffs: list[Path], directory: Path) -> None:
+    """A copy of lib/ in `directory` with the diffs' changes to lib/ applied in turn."""
     shutil.copytree(ROOT / "lib", directory / "lib")
-    subprocess.run(
-        ["git", "apply", "-p1", "--include=lib/*", str(diff.resolve())], cwd=directory, check=True
-    )
+    for diff in diffs:
+        command = ["git", "apply", "-p1", "--include=lib/*", str(diff.resolve())]
+        subprocess.run(command, cwd=directory, check=True)
 
 
 def run_suite(options: Options) -> str:
