@@ -46,6 +46,10 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         notes.append(
             f"No HF_TOKEN set: answering from the offline stand-in upstream on port {standin_port}."
         )
+        if settings.allowlist_defaulted:
+            # The stand-in costs nothing: let every task route and model be tried offline.
+            updates["allowed_models"] = ["*"]
+            notes.append("No ALLOWED_MODELS set: the stand-in answers for any model.")
         if not settings.proxy_api_keys and not settings.allow_anonymous:
             updates["proxy_api_keys"] = [SecretStr(DEV_CLIENT_KEY)]
             notes.append(f"No PROXY_API_KEYS set: the client key is '{DEV_CLIENT_KEY}'.")

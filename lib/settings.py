@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lib.model_ids import is_valid_model_id
@@ -46,6 +53,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=4_500_000)
     cors_origins: CommaList = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    _allowlist_defaulted: bool = PrivateAttr(default=False)
     # AWS Lambda only: a path prefix API Gateway leaves in the path (a named stage, "/prod").
     api_gateway_base_path: str = Field(default="/", pattern=r"^/[A-Za-z0-9._~/-]*$")
 
@@ -107,7 +115,13 @@ class Settings(BaseSettings):
     def _default_allowlist(self) -> Settings:
         if not self.allowed_models:
             self.allowed_models = [self.default_model, self.embedding_model]
+            self._allowlist_defaulted = True
         return self
+
+    @property
+    def allowlist_defaulted(self) -> bool:
+        """True when `ALLOWED_MODELS` was not set, so only the two default models are allowed."""
+        return self._allowlist_defaulted
 
     @property
     def any_model_allowed(self) -> bool:

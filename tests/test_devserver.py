@@ -93,9 +93,10 @@ def test_dev_server_banner_says_standin_and_key(dev_server: DevServer) -> None:
     assert "stand-in upstream" in stderr and DEV_CLIENT_KEY in stderr
 
 
-def _readme_block(language: str, after_heading: str) -> list[str]:
+def _readme_block(language: str, heading: str) -> list[str]:
+    """The code blocks in `language` of the README section under `heading`."""
     text = (ROOT / "README.md").read_text()
-    section = text.split(after_heading, 1)[1]
+    section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
 
 
@@ -126,13 +127,22 @@ def test_readme_curl_examples_work_as_written(dev_server: DevServer) -> None:
             json.loads(result.stdout)
 
 
+# What each README snippet prints against `make dev`, in the order they appear.
+_PYTHON_OUTPUTS = [
+    "Hello from the stand-in upstream! You said: Hello!",
+    "Hello from the stand-in upstream! You said: Hello!",
+    "2 vectors of 384",
+    "POSITIVE\n(384,)",
+]
+
+
 def test_readme_python_examples_work_as_written(dev_server: DevServer) -> None:
     snippets = _readme_block("python", "## Calling it")
-    assert len(snippets) == 2
-    for snippet in snippets:
+    assert len(snippets) == len(_PYTHON_OUTPUTS)
+    for snippet, expected in zip(snippets, _PYTHON_OUTPUTS, strict=True):
         code = snippet.replace(README_URL, dev_server.url)
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stderr
-        assert "Hello from the stand-in upstream! You said: Hello!" in result.stdout
+        assert expected in result.stdout, (snippet, result.stdout)
