@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from lib.settings import Settings
 
 # Far above any chat or embedding answer, far below what would hurt a 2 GB function.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# Idle connections are kept for as many callers as may be in flight, so none churn.
+_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200)
 MAX_EVENT_BYTES = 1024 * 1024
 _MAX_ERROR_MESSAGE = 300
 
@@ -58,6 +61,11 @@ class UpstreamReply:
 class UpstreamClient:
     """A pooled client for the router, reused across requests and warm invocations.
 
+    Requests are httpx's, handed straight to a transport: aiohttp's pool by default
+    (`UPSTREAM_TRANSPORT`), httpx's own, or the one given (tests pass `httpx.MockTransport`).
+    httpx's own pool (httpcore) costs several times the CPU per call and slows down as
+    concurrency grows; `AsyncClient.send` adds a cookie jar and redirect handling that a
+    proxy does not use (bench/performance.md).
     The pool is bound to the event loop that first uses it; a new loop (a test, or a
     runtime that replaced its loop) gets a new pool instead of "Event loop is closed".
     """
@@ -68,9 +76,12 @@ class UpstreamClient:
         self._timeout_s = settings.request_timeout_s
         self._idle_timeout_s = settings.stream_idle_timeout_s
         self._retry = RetryPolicy(settings.upstream_max_attempts)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._given_transport = transport
+        self._transport_kind = settings.upstream_transport
+        self._transport: httpx.AsyncBaseTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        timeout = httpx.Timeout(self._timeout_s, connect=min(10.0, self._timeout_s))
+        self._extensions = {"timeout": timeout.as_dict()}
 
     async def post_json(
         self, path: str, payload: dict[str, Any], call: UpstreamCall
@@ -116,7 +127,7 @@ class UpstreamClient:
             request = self._build_request(path, body, call.request_id)
             try:
                 async with asyncio.timeout_at(call.deadline):
-                    response = await self._client_for_loop().send(request, stream=True)
+                    response = await self._transport_for_loop().handle_async_request(request)
                     call.status = response.status_code
                     if response.status_code < 400:
                         return response
@@ -150,22 +161,21 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         """Close the pool; a later call opens a new one."""
-        if self._client is not None:
-            client, self._client, self._loop = self._client, None, None
-            await client.aclose()
+        if self._transport is not None:
+            transport, self._transport, self._loop = self._transport, None, None
+            await transport.aclose()
 
-    def _client_for_loop(self) -> httpx.AsyncClient:
+    def _default_transport(self) -> httpx.AsyncBaseTransport:
+        if self._transport_kind == "httpx":
+            return httpx.AsyncHTTPTransport(limits=_POOL_LIMITS)
+        return _aiohttp_transport()
+
+    def _transport_for_loop(self) -> httpx.AsyncBaseTransport:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=httpx.Timeout(self._timeout_s, connect=min(10.0, self._timeout_s)),
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-                headers={"User-Agent": f"promptgate/{__version__}"},
-                follow_redirects=False,
-            )
+        if self._transport is None or self._loop is not loop:
+            self._transport = self._given_transport or self._default_transport()
             self._loop = loop
-        return self._client
+        return self._transport
 
     def _build_request(self, path: str, body: bytes, request_id: str) -> httpx.Request:
         if self._token is None:
@@ -173,7 +183,7 @@ class UpstreamClient:
                 "This deployment has no Hugging Face token: set HF_TOKEN in the server's "
                 "environment (for local development, unset it to use the stand-in upstream)."
             )
-        return self._client_for_loop().build_request(
+        return httpx.Request(
             "POST",
             self._base_url + path,
             content=body,
@@ -181,8 +191,11 @@ class UpstreamClient:
                 "Authorization": f"Bearer {self._token}",
                 "Content-Type": "application/json",
                 "Accept": "application/json, text/event-stream",
+                "Accept-Encoding": "gzip, deflate",
+                "User-Agent": f"promptgate/{__version__}",
                 "X-Request-ID": request_id,
             },
+            extensions=self._extensions,
         )
 
     def _timeout_error(self) -> UpstreamTimeoutError:
@@ -233,7 +246,8 @@ class UpstreamStream:
     """An open server-sent event stream from the router.
 
     `events()` yields each whole event block (its lines, without the blank line that
-    ends it), bounded by the request deadline and by an idle limit between chunks.
+    ends it), bounded by the request deadline and by an idle limit between chunks;
+    `event_batches()` yields the same blocks grouped by the read that completed them.
     """
 
     def __init__(
@@ -251,6 +265,12 @@ class UpstreamStream:
 
     async def events(self) -> AsyncIterator[bytes]:
         """Yield event blocks as they arrive; raise `UpstreamError` if the stream breaks."""
+        async for blocks in self.event_batches():
+            for block in blocks:
+                yield block
+
+    async def event_batches(self) -> AsyncIterator[list[bytes]]:
+        """Yield, per read from the upstream, the event blocks it completed (none held back)."""
         loop = asyncio.get_running_loop()
         chunks = self._response.aiter_bytes()
         buffer = b""
@@ -271,11 +291,10 @@ class UpstreamStream:
             *blocks, buffer = buffer.split(b"\n\n")
             if len(buffer) > MAX_EVENT_BYTES:
                 raise UpstreamError("The upstream sent an event larger than this proxy accepts.")
-            for block in blocks:
-                if block.strip():
-                    yield block
+            if complete := [block for block in blocks if block.strip()]:
+                yield complete
         if buffer.strip():
-            yield buffer
+            yield [buffer]
 
     async def aclose(self) -> None:
         """Close the upstream response and its connection."""
@@ -293,7 +312,53 @@ async def _read_capped(response: httpx.Response) -> bytes:
     return b"".join(parts)
 
 
+def _aiohttp_transport() -> httpx.AsyncBaseTransport:
+    # Imported on first use, so that `import api.index` (every cold start) does not pay for
+    # aiohttp (tests/test_import_footprint.py); the first upstream call does instead.
+    from httpx_aiohttp import AiohttpTransport
+
+    return _HttpxErrorsTransport(AiohttpTransport(limits=_POOL_LIMITS))
+
+
+class _HttpxErrorsTransport(httpx.AsyncBaseTransport):
+    """Another transport, raising the errors httpx's own transport raises for the same fault."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; the response body streams."""
+        try:
+            return await self._transport.handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            raise _as_httpx_error(exc) from exc.__cause__
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        await self._transport.aclose()
+
+
+def _as_httpx_error(exc: httpx.HTTPError) -> httpx.HTTPError:
+    """The error httpx's own transport would raise for what went wrong.
+
+    httpx-aiohttp reports every aiohttp connection error as ConnectTimeout, refused and
+    dropped connections included; what aiohttp raised (the cause) tells what happened.
+    """
+    aiohttp = sys.modules.get("aiohttp")  # loaded if, and only if, it raised
+    cause = exc.__cause__
+    if (
+        aiohttp is None
+        or not isinstance(cause, aiohttp.ClientConnectionError)
+        or isinstance(cause, TimeoutError)
+    ):
+        return exc
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(cause))
+    return httpx.RemoteProtocolError(str(cause))
+
+
 def _transport_error(exc: httpx.HTTPError) -> ProxyError:
+    exc = _as_httpx_error(exc)
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeoutError("The upstream timed out.")
     if isinstance(exc, httpx.ConnectError):

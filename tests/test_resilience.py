@@ -47,8 +47,9 @@ class Rig:
         return response, len(self.standin.received) - before, time.monotonic() - started
 
 
-@pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """The rig, once per upstream transport: each bad day must look the same through both."""
     state = StandinState(token=CANARY_TOKEN)
     collector = LogCollector()
     logger = logging.getLogger("promptgate")
@@ -58,6 +59,7 @@ def rig() -> Iterator[Rig]:
             request_timeout_s=DEADLINE_S,
             stream_idle_timeout_s=IDLE_S,
             upstream_max_attempts=3,
+            upstream_transport=request.param,
         )
         logger.addHandler(collector)
         try:
@@ -220,7 +222,8 @@ def test_broken_sse_lines_end_the_stream_with_error_event(rig: Rig) -> None:
     assert "[DONE]" not in events
 
 
-def test_unreachable_upstream_is_retried_then_502(rig: Rig) -> None:
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_unreachable_upstream_is_retried_then_502(transport: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
@@ -228,6 +231,7 @@ def test_unreachable_upstream_is_retried_then_502(rig: Rig) -> None:
         hf_base_url=f"http://127.0.0.1:{closed_port}",
         request_timeout_s=DEADLINE_S,
         upstream_max_attempts=3,
+        upstream_transport=transport,
     )
     collector = LogCollector()
     logger = logging.getLogger("promptgate")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import httpx
 import pytest
@@ -24,20 +25,28 @@ def recording_transport(seen: list[httpx.Request], **response: object) -> httpx.
 
 
 def test_pool_is_reused_within_a_loop_and_renewed_for_a_new_loop() -> None:
+    upstream = UpstreamClient(make_settings())
+
+    async def pool_twice() -> tuple[object, object]:
+        return upstream._transport_for_loop(), upstream._transport_for_loop()
+
+    first, second = asyncio.run(pool_twice())
+    assert first is second
+    third, _ = asyncio.run(pool_twice())  # a new loop, as after a runtime restart
+    assert third is not first
+
+
+def test_given_transport_serves_calls_from_successive_loops() -> None:
     seen: list[httpx.Request] = []
     upstream = UpstreamClient(make_settings(), transport=recording_transport(seen))
 
-    async def two_calls() -> tuple[object, object]:
+    async def two_calls() -> None:
         await upstream.post_json(CHAT, {"model": "m"}, UpstreamCall("r1", "m"))
-        first = upstream._client
         await upstream.post_json(CHAT, {"model": "m"}, UpstreamCall("r2", "m"))
-        return first, upstream._client
 
-    first, second = asyncio.run(two_calls())
-    assert first is second
-    third, _ = asyncio.run(two_calls())  # a new loop, as after a runtime restart
-    assert third is not first
-    assert len(seen) == 4
+    asyncio.run(two_calls())
+    asyncio.run(two_calls())  # a new loop, as after a runtime restart
+    assert [request.headers["x-request-id"] for request in seen] == ["r1", "r2"] * 2
 
 
 def test_request_carries_server_token_request_id_and_exact_url() -> None:
@@ -149,3 +158,38 @@ def test_stream_event_without_end_is_capped() -> None:
 
     with pytest.raises(UpstreamError, match="larger than"):
         asyncio.run(read())
+
+
+async def _post_to(port: int) -> None:
+    settings = make_settings(hf_base_url=f"http://127.0.0.1:{port}", upstream_max_attempts=1)
+    upstream = UpstreamClient(settings)  # the default transport, on real loopback sockets
+    try:
+        await upstream.post_json(CHAT, {"model": "m"}, UpstreamCall("r", "m"))
+    finally:
+        await upstream.aclose()
+
+
+def test_default_transport_reports_a_refused_connection_as_one() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(_post_to(port))
+    assert type(caught.value) is UpstreamError
+    assert caught.value.message == "Could not connect to the upstream."
+
+
+def test_default_transport_reports_a_dropped_connection_as_one_not_as_a_timeout() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.close()
+
+    async def call() -> None:
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        async with server:
+            await _post_to(server.sockets[0].getsockname()[1])
+
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(call())
+    assert type(caught.value) is UpstreamError
+    assert caught.value.message == "The connection to the upstream failed."
