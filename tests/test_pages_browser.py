@@ -2,7 +2,8 @@
 under uvicorn and the stand-in upstream, both on loopback. Every request the browser makes
 to any other address is blocked and counted; each test ends by checking the count is zero.
 
-Without /usr/bin/chromium these tests skip, loudly; with CI=true they fail instead.
+Without Chromium (/usr/bin/chromium, or $CHROMIUM_PATH) these tests skip, loudly; with
+CI=true they fail instead.
 `make screenshots` runs them with SCREENSHOT_DIR=docs to refresh the README's pictures.
 """
 
@@ -25,7 +26,9 @@ from lib.standin import StandinState, create_standin_app
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
 from tests.servers import serve_on_loopback
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium by default; CHROMIUM_PATH names another (GitHub's Ubuntu runners have
+# Google Chrome at /usr/bin/google-chrome, and Ubuntu's chromium package is only a snap stub).
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
