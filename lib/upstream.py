@@ -77,6 +77,7 @@ class UpstreamClient:
         self._idle_timeout_s = settings.stream_idle_timeout_s
         self._retry = RetryPolicy(settings.upstream_max_attempts)
         self._given_transport = transport
+        self._urls: dict[str, httpx.URL] = {}
         self._transport_kind = settings.upstream_transport
         self._transport: httpx.AsyncBaseTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,9 +184,16 @@ class UpstreamClient:
                 "This deployment has no Hugging Face token: set HF_TOKEN in the server's "
                 "environment (for local development, unset it to use the stand-in upstream)."
             )
+        url = self._urls.get(path)
+        if url is None:
+            # Parsing a URL is a fifth of building a request; the paths repeat, so keep them
+            # (a bounded number: task routes put model ids in paths).
+            url = httpx.URL(self._base_url + path)
+            if len(self._urls) < 256:
+                self._urls[path] = url
         return httpx.Request(
             "POST",
-            self._base_url + path,
+            url,
             content=body,
             headers={
                 "Authorization": f"Bearer {self._token}",
