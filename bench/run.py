@@ -101,7 +101,15 @@ PROXY_AIOHTTP = Target(
     factory=True,
     env=_PROXY_ENV,
 )
-SUITE = [DIRECT, PROXY, REFERENCE, REFERENCE_AIOHTTP]
+# The proxy as containers run it (the Dockerfile sets UPSTREAM_TRANSPORT=aiohttp).
+PROXY_CONTAINER = Target(
+    "proxy aiohttp",
+    "proxy",
+    "lib.app:create_app",
+    factory=True,
+    env={**_PROXY_ENV, "UPSTREAM_TRANSPORT": "aiohttp"},
+)
+SUITE = [DIRECT, PROXY, PROXY_CONTAINER, REFERENCE, REFERENCE_AIOHTTP]
 TINY = [DIRECT, PROXY, REFERENCE]
 # The options compared in bench/performance.md, each one change from the proxy as it is.
 EXPLORE = [

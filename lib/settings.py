@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=50.0, gt=0, le=900)
     stream_idle_timeout_s: float = Field(default=30.0, gt=0, le=900)
     upstream_max_attempts: int = Field(default=3, ge=1, le=10)
-    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    # httpx's own pool for serverless cold starts; the container image picks aiohttp.
+    upstream_transport: Literal["httpx", "aiohttp"] = "httpx"
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=4_500_000)
     cors_origins: CommaList = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

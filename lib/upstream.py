@@ -61,11 +61,11 @@ class UpstreamReply:
 class UpstreamClient:
     """A pooled client for the router, reused across requests and warm invocations.
 
-    Requests are httpx's, handed straight to a transport: aiohttp's pool by default
-    (`UPSTREAM_TRANSPORT`), httpx's own, or the one given (tests pass `httpx.MockTransport`).
-    httpx's own pool (httpcore) costs several times the CPU per call and slows down as
-    concurrency grows; `AsyncClient.send` adds a cookie jar and redirect handling that a
-    proxy does not use (bench/performance.md).
+    Requests are httpx's, handed straight to a transport (`UPSTREAM_TRANSPORT`): httpx's own
+    pool, which costs nothing to import; aiohttp's, which costs a third of the CPU per call
+    under load but adds 150-220 ms to an instance's first call; or the one given (tests pass
+    `httpx.MockTransport`). Skipping `AsyncClient.send` saves its cookie jar and redirect
+    handling, which a proxy does not use (bench/performance.md).
     The pool is bound to the event loop that first uses it; a new loop (a test, or a
     runtime that replaced its loop) gets a new pool instead of "Event loop is closed".
     """
