@@ -35,12 +35,11 @@ Press **Authorize**, paste your client key (not a Hugging Face token), then try 
 # The `error_type` values huggingface_hub's text generation turns into typed exceptions.
 _HF_ERROR_TYPES = {400: "validation", 422: "validation", 424: "generation", 429: "overloaded"}
 
-_HTTP_ERROR_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
+# Starlette's own HTTP errors: status -> (type, code).
+_HTTP_ERRORS = {
+    404: ("not_found_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
 }
 
 
@@ -134,13 +133,12 @@ def _header_safe(text: str) -> str:
 
 
 async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
-    body = exc.to_body()["error"]
     return error_response(
         request,
         exc.status_code,
         exc.message,
         exc.error_type,
-        code=body["code"],
+        code=exc.code,
         param=exc.param,
         headers=exc.headers,
     )
@@ -168,10 +166,7 @@ async def _handle_http_error(request: Request, exc: HTTPException) -> JSONRespon
         413: "The request body is larger than this deployment accepts (MAX_BODY_BYTES).",
     }
     message = messages.get(exc.status_code, str(exc.detail))
-    error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "invalid_request_error")
-    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
-        exc.status_code
-    )
+    error_type, code = _HTTP_ERRORS.get(exc.status_code, ("invalid_request_error", None))
     return error_response(
         request, exc.status_code, message, error_type, code=code, headers=exc.headers
     )

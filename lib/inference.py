@@ -19,13 +19,7 @@ def resolve_model(requested: str | None, settings: Settings, default: str | None
     """The model to call: the requested one if allowed, `default` (the chat model) if none."""
     if requested is None or requested == PLACEHOLDER_MODEL:
         return default or settings.default_model
-    if not is_model_allowed(requested, settings.allowed_models):
-        allowed = ", ".join(settings.allowed_models)
-        raise ModelNotAllowedError(
-            f"The model '{requested}' is not allowed on this deployment. Allowed: {allowed}.",
-            param="model",
-        )
-    return requested
+    return _allowed(requested, settings)
 
 
 def resolve_task_model(model: str, settings: Settings) -> str:
@@ -35,7 +29,17 @@ def resolve_task_model(model: str, settings: Settings) -> str:
             f"'{model[:100]}' is not a Hub model id such as org/name (no provider suffix here).",
             param="model",
         )
-    return resolve_model(model, settings)
+    return _allowed(model, settings)
+
+
+def _allowed(model: str, settings: Settings) -> str:
+    if not is_model_allowed(model, settings.allowed_models):
+        allowed = ", ".join(settings.allowed_models)
+        raise ModelNotAllowedError(
+            f"The model '{model}' is not allowed on this deployment. Allowed: {allowed}.",
+            param="model",
+        )
+    return model
 
 
 def task_path(model: str) -> str:

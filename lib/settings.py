@@ -125,11 +125,6 @@ class Settings(BaseSettings):
         """True when `ALLOWED_MODELS` was not set, so only the two default models are allowed."""
         return self._allowlist_defaulted
 
-    @property
-    def any_model_allowed(self) -> bool:
-        """True when `ALLOWED_MODELS` holds `*`."""
-        return "*" in self.allowed_models
-
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, raising `SettingsError` with one line that names the bad variable."""

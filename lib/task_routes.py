@@ -7,6 +7,7 @@ Hugging Face client reads (`{"error": "..."}` and `X-Error-Message`), set by the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -92,7 +93,9 @@ async def run_task(model: TaskModel, body: TaskRequest, request: Request) -> Res
     return await _forward(model, inference.task_path, body, request)
 
 
-async def _forward(model: str, path_of: Any, body: TaskRequest, request: Request) -> Response:
+async def _forward(
+    model: str, path_of: Callable[[str], str], body: TaskRequest, request: Request
+) -> Response:
     services = request.app.state.services
     resolved = inference.resolve_task_model(model, services.settings)
     call = start_upstream_call(request, resolved)

@@ -53,7 +53,6 @@ class UpstreamCall:
 class UpstreamReply:
     """A successful, fully read JSON answer from the router."""
 
-    status_code: int
     content: bytes
     data: Any
 
@@ -104,7 +103,7 @@ class UpstreamClient:
             raise UpstreamError(
                 "The upstream answered with a body that is not JSON.",
             ) from exc
-        return UpstreamReply(response.status_code, content, data)
+        return UpstreamReply(content, data)
 
     async def open_stream(
         self, path: str, payload: dict[str, Any], call: UpstreamCall
@@ -265,7 +264,6 @@ class UpstreamStream:
         idle_timeout_s: float,
         timeout_error: Callable[[], UpstreamTimeoutError],
     ) -> None:
-        self.status_code = response.status_code
         self._response = response
         self._deadline = deadline
         self._idle_timeout_s = idle_timeout_s

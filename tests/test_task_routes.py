@@ -127,3 +127,13 @@ def test_unknown_model_upstream_sets_repo_not_found_code(
     assert response.status_code == 404
     assert response.headers["x-error-code"] == "RepoNotFound"
     assert CLASSIFIER in response.json()["error"]
+
+
+def test_placeholder_model_in_a_task_path_is_not_swapped_for_the_chat_model(
+    task_client: TestClient, upstream: respx.Router
+) -> None:
+    """`dummy` means "the default" only in a chat body; in a path it is just a model name."""
+    response = task_client.post("/models/dummy", json={"inputs": "x"}, headers=AUTH)
+    assert response.status_code == 403
+    assert "'dummy' is not allowed" in response.json()["error"]
+    assert not upstream.calls
