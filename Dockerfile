@@ -36,4 +36,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '7860') + '/api/health', timeout=4)"]
 
 # sh -c so that $PORT (set by the platform, default 7860) is expanded; exec so uvicorn gets the signals.
-CMD ["sh", "-c", "exec uvicorn api.index:app --host 0.0.0.0 --port ${PORT}"]
+CMD ["sh", "-c", "exec uvicorn api.index:app --host 0.0.0.0 --port ${PORT} --no-access-log"]

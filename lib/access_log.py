@@ -21,7 +21,15 @@ _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def configure_logging(level: str) -> logging.Logger:
-    """Send promptgate's log lines, bare, to stdout (where serverless platforms collect them)."""
+    """Send promptgate's log lines, bare, to stdout (where serverless platforms collect them).
+
+    uvicorn's own access log is silenced wherever uvicorn serves the app (containers, `make
+    dev`, Vercel's runtime): it writes raw query strings, keys included, and a second line.
+    """
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    # A filter, not `disabled`: logging.config (uvicorn's set-up) re-enables what it configures.
+    if _drop_all not in uvicorn_access.filters:
+        uvicorn_access.addFilter(_drop_all)
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     logger.propagate = False
@@ -31,6 +39,10 @@ def configure_logging(level: str) -> logging.Logger:
         handler._promptgate = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     return logger
+
+
+def _drop_all(record: logging.LogRecord) -> bool:
+    return False
 
 
 class RequestContextMiddleware:
@@ -94,6 +106,7 @@ def _format_line(scope: Scope, state: dict, status: int | None, started: float) 
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "stream": state.get("stream", False),
             "client_disconnected": state.get("client_disconnected", False),
+            "caller_stalled": state.get("caller_stalled", False),
         },
         separators=(",", ":"),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +40,7 @@ _HF_ERROR_TYPES = {400: "validation", 422: "validation", 424: "generation", 429:
 # Starlette's own HTTP errors: status -> (type, code).
 _HTTP_ERRORS = {
     404: ("not_found_error", "not_found"),
+    408: ("invalid_request_error", "request_timeout"),
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
 }
@@ -83,7 +86,11 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestContextMiddleware, logger=configure_logging(settings.log_level))
     return app
@@ -128,8 +135,21 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
-def _header_safe(text: str) -> str:
-    return "".join(c if " " <= c <= "~" else " " for c in text)[:300]
+_WHITESPACE_RUNS = re.compile(r"\s+")
+
+
+def _header_safe(text: str, limit: int = 300) -> str:
+    """`text` as a header value every HTTP parser accepts, h11 included.
+
+    h11 refuses (and drops the connection over) a value with a control character or
+    leading or trailing whitespace; non-ASCII goes too. Accents are dropped (`café` reads
+    `cafe`), other characters become `?`, whitespace runs become one space, and the cut
+    comes before the final strip so the value never ends in a space.
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(c if c <= "~" else ("" if unicodedata.combining(c) else "?") for c in decomposed)
+    kept = "".join(c if c >= " " else " " for c in kept)
+    return _WHITESPACE_RUNS.sub(" ", kept).strip()[:limit].rstrip()
 
 
 async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -163,6 +183,7 @@ async def _handle_http_error(request: Request, exc: HTTPException) -> JSONRespon
     messages = {
         404: f"No route {request.url.path}; see /docs for the routes.",
         405: f"Method {request.method} is not allowed on {request.url.path}.",
+        408: "The request body did not arrive in time (BODY_TIMEOUT_S); send it at once.",
         413: "The request body is larger than this deployment accepts (MAX_BODY_BYTES).",
     }
     message = messages.get(exc.status_code, str(exc.detail))

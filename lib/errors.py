@@ -5,6 +5,7 @@ ProxyError                          500 server_error
 │   ├── InvalidFieldError           422 invalid_request_error (a field the schema cannot check)
 │   ├── AuthenticationError         401 authentication_error
 │   ├── ModelNotAllowedError        403 permission_error
+│   ├── UnsupportedMediaTypeError   415 invalid_request_error (a compressed body)
 │   └── NotConfiguredError          503 server_error (the deployment lacks a setting)
 └── UpstreamError                   502 upstream_error
     ├── UpstreamAuthError           502 (the server's HF_TOKEN was refused)
@@ -83,6 +84,13 @@ class ModelNotAllowedError(ClientRequestError):
     status_code = 403
     error_type = "permission_error"
     code = "model_not_allowed"
+
+
+class UnsupportedMediaTypeError(ClientRequestError):
+    """The body comes in an encoding the proxy does not read (gzip, deflate, ...)."""
+
+    status_code = 415
+    code = "unsupported_content_encoding"
 
 
 class NotConfiguredError(ProxyError):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from lib.errors import ClientRequestError, InvalidFieldError, ModelNotAllowedError, UpstreamError
 from lib.model_ids import PLACEHOLDER_MODEL, is_model_allowed, is_valid_model_id
 from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse, Usage
 from lib.settings import Settings
-from lib.streaming import relay_chat_events, relay_generate_events
+from lib.streaming import EventStreamResponse, relay_chat_events, relay_generate_events
 from lib.upstream import UpstreamCall, UpstreamClient, UpstreamReply
 
 CHAT_PATH = "/v1/chat/completions"
@@ -90,9 +89,10 @@ async def forward_chat(
 
 async def stream_chat(
     upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
-) -> AsyncIterator[bytes]:
-    """Open a streamed chat completion; return the caller's events."""
-    return relay_chat_events(await upstream.open_stream(CHAT_PATH, payload, call))
+) -> EventStreamResponse:
+    """Open a streamed chat completion; return the response that relays its events."""
+    stream = await upstream.open_stream(CHAT_PATH, payload, call)
+    return EventStreamResponse(relay_chat_events(stream), stream)
 
 
 async def generate_text(
@@ -105,7 +105,7 @@ async def generate_text(
     finish_reason = choice.get("finish_reason")
     return GenerateResponse(
         model=payload["model"],
-        text=content if isinstance(content, str) else "",
+        text=_valid_unicode(content) if isinstance(content, str) else "",
         finish_reason=finish_reason if isinstance(finish_reason, str) else None,
         usage=_usage_from(reply.data.get("usage")),
     )
@@ -113,10 +113,10 @@ async def generate_text(
 
 async def stream_generated_text(
     upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
-) -> AsyncIterator[bytes]:
+) -> EventStreamResponse:
     """Open a streamed `/api/generate` call: text deltas as SSE events."""
     stream = await upstream.open_stream(CHAT_PATH, payload, call)
-    return relay_generate_events(stream, payload["model"])
+    return EventStreamResponse(relay_generate_events(stream, payload["model"]), stream)
 
 
 def _check_chat_completion(data: Any) -> None:
@@ -129,6 +129,15 @@ def _check_chat_completion(data: Any) -> None:
         or not isinstance(data.get("usage") or {}, dict)
     ):
         raise UpstreamError("The upstream answered with something that is not a chat completion.")
+
+
+def _valid_unicode(text: str) -> str:
+    """`text` with any lone surrogate (an upstream's `\\ud800`) as `?`, so it encodes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="replace").decode()
+    return text
 
 
 def _usage_from(usage: Any) -> Usage | None:

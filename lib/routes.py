@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Security
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lib import __version__, embeddings, inference
 from lib.auth import ClientKeys
 from lib.model_ids import is_model_allowed
+from lib.request_body import read_json_request
 from lib.schemas import (
     ChatCompletionRequest,
     EmbeddingRequest,
@@ -24,7 +27,6 @@ from lib.schemas import (
     ModelList,
 )
 from lib.settings import Settings
-from lib.streaming import STREAM_HEADERS
 from lib.upstream import UpstreamCall, UpstreamClient
 
 
@@ -85,15 +87,37 @@ def start_upstream_call(request: Request, model: str, *, stream: bool = False) -
     return call
 
 
+class GatedRoute(APIRoute):
+    """A route that spends the token: the caller's key is checked before the body is read.
+
+    FastAPI reads and parses a body before it solves dependencies, so a dependency alone
+    would let a stranger without a key make the proxy read (and hold) their upload. The
+    body is then decoded strictly (`lib.request_body`), so only valid JSON goes upstream.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        """FastAPI's handler, behind the key check and the strict JSON decoding."""
+        handler = super().get_route_handler()
+        has_body = self.body_field is not None
+
+        async def gated_handler(request: Request) -> Response:
+            _services(request).client_keys.check(request.headers.get("authorization"))
+            if has_body:
+                request = await read_json_request(request)
+            return await handler(request)
+
+        return gated_handler
+
+
 async def require_client_key(
-    request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
-    """Refuse the request unless it carries a configured client key (or anonymity is on)."""
-    _services(request).client_keys.check(request.headers.get("authorization"))
+    """Declares the bearer key in the API document; `GatedRoute` has checked it already."""
 
 
-inference_router = APIRouter(dependencies=[Depends(require_client_key)], responses=_ERRORS)
+inference_router = APIRouter(
+    route_class=GatedRoute, dependencies=[Depends(require_client_key)], responses=_ERRORS
+)
 public_router = APIRouter()
 
 
@@ -116,8 +140,7 @@ async def answer_chat(body: ChatCompletionRequest, model: str, request: Request)
     call = start_upstream_call(request, model, stream=body.stream)
     payload = inference.build_chat_payload(body, model)
     if body.stream:
-        events = await inference.stream_chat(upstream, payload, call)
-        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+        return await inference.stream_chat(upstream, payload, call)
     reply = await inference.forward_chat(upstream, payload, call)
     return Response(reply.content, media_type="application/json")
 
@@ -136,8 +159,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
     call = start_upstream_call(request, model, stream=body.stream)
     payload = inference.build_generate_payload(body, model)
     if body.stream:
-        events = await inference.stream_generated_text(services.upstream, payload, call)
-        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+        return await inference.stream_generated_text(services.upstream, payload, call)
     return await inference.generate_text(services.upstream, payload, call)
 
 

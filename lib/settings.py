@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # httpx's own pool for serverless cold starts; the container image picks aiohttp.
     upstream_transport: Literal["httpx", "aiohttp"] = "httpx"
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=4_500_000)
+    # The whole request body must arrive within this many seconds of the request's start.
+    body_timeout_s: float = Field(default=15.0, gt=0, le=300)
     cors_origins: CommaList = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     _allowlist_defaulted: bool = PrivateAttr(default=False)

@@ -19,6 +19,7 @@ from lib.embeddings import feature_extraction_path
 from lib.routes import (
     ERROR_STATUSES,
     SSE_CONTENT,
+    GatedRoute,
     answer_chat,
     require_client_key,
     start_upstream_call,
@@ -55,6 +56,7 @@ class TaskRequest(BaseModel):
 
 task_router = APIRouter(
     prefix="/models",
+    route_class=GatedRoute,
     dependencies=[Depends(require_client_key)],
     tags=["Hugging Face tasks"],
     responses={

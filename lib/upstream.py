@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,15 +28,19 @@ from lib.errors import (
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
-from lib.retries import RetryPolicy
+from lib.redaction import Redactor
+from lib.retries import RetryPolicy, retry_after_seconds
 from lib.settings import Settings
 
 # Far above any chat or embedding answer, far below what would hurt a 2 GB function.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-# Idle connections are kept for as many callers as may be in flight, so none churn.
-_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+# An error's reason is in its first kilobytes; the rest is not read into memory.
+MAX_ERROR_BYTES = 64 * 1024
+# Each request in flight holds at most one connection, and only until its deadline, so the
+# pool needs no cap of its own: a cap would let callers who stop reading their streams
+# starve everyone else of connections. Idle ones are kept for as many as may be in flight.
+_POOL_LIMITS = httpx.Limits(max_connections=100_000, max_keepalive_connections=200)
 MAX_EVENT_BYTES = 1024 * 1024
-_MAX_ERROR_MESSAGE = 300
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class UpstreamClient:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
         self._base_url = settings.hf_base_url
         self._token = settings.hf_token.get_secret_value() if settings.hf_token else None
+        self._redactor = Redactor(self._token)
         self._timeout_s = settings.request_timeout_s
         self._idle_timeout_s = settings.stream_idle_timeout_s
         self._retry = RetryPolicy(settings.upstream_max_attempts)
@@ -97,12 +103,11 @@ class UpstreamClient:
             raise _transport_error(exc) from exc
         finally:
             await response.aclose()
+        content = self._redactor.redact_bytes(content)
         try:
-            data = json.loads(content)
+            data = parse_json(content)
         except ValueError as exc:
-            raise UpstreamError(
-                "The upstream answered with a body that is not JSON.",
-            ) from exc
+            raise UpstreamError("The upstream answered with a body that is not JSON.") from exc
         return UpstreamReply(content, data)
 
     async def open_stream(
@@ -114,14 +119,16 @@ class UpstreamClient:
         """
         response = await self._send(path, payload, call)
         assert call.deadline is not None
-        return UpstreamStream(response, call.deadline, self._idle_timeout_s, self._timeout_error)
+        return UpstreamStream(
+            response, call.deadline, self._idle_timeout_s, self._timeout_error, self._redactor
+        )
 
     async def _send(self, path: str, payload: dict[str, Any], call: UpstreamCall) -> httpx.Response:
         """Send, retrying what the policy allows; return an open response with a 2xx/3xx status."""
         loop = asyncio.get_running_loop()
         if call.deadline is None:
             call.deadline = loop.time() + self._timeout_s
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _encode_json(payload)
         while True:
             call.attempts += 1
             request = self._build_request(path, body, call.request_id)
@@ -132,7 +139,7 @@ class UpstreamClient:
                     if response.status_code < 400:
                         return response
                     try:
-                        content = await _read_capped(response)
+                        content = await _read_capped(response, MAX_ERROR_BYTES, truncate=True)
                     finally:
                         await response.aclose()
             except TimeoutError as exc:
@@ -213,7 +220,7 @@ class UpstreamClient:
     def _error_for_status(
         self, status: int, content: bytes, headers: httpx.Headers, model: str
     ) -> UpstreamError:
-        reason = self._redact(_upstream_message(content, headers))
+        reason = self._redactor.reason(_upstream_message(content, headers))
         if status in (401, 403):
             return UpstreamAuthError(
                 "The upstream refused this server's Hugging Face credentials; "
@@ -234,19 +241,15 @@ class UpstreamClient:
                 status_code=status,
             )
         if status == 429:
-            retry_after = headers.get("retry-after")
+            # Passed on as whole seconds: the upstream's own text never reaches a header.
+            wait = retry_after_seconds(headers.get("retry-after"))
             return UpstreamRateLimitError(
                 "The upstream is rate limiting or overloaded; try again later.",
-                headers={"Retry-After": retry_after} if retry_after else {},
+                headers={} if wait is None else {"Retry-After": str(math.ceil(wait))},
             )
         if status in (408, 504):
             return UpstreamTimeoutError("The upstream timed out.")
         return UpstreamError(f"The upstream failed with status {status}.")
-
-    def _redact(self, text: str) -> str:
-        if self._token and self._token in text:
-            return text.replace(self._token, "[redacted]")
-        return text
 
 
 class UpstreamStream:
@@ -255,6 +258,8 @@ class UpstreamStream:
     `events()` yields each whole event block (its lines, without the blank line that
     ends it), bounded by the request deadline and by an idle limit between chunks;
     `event_batches()` yields the same blocks grouped by the read that completed them.
+    Blocks come redacted of the server's token. `deadline` and `idle_timeout_s` also bound
+    the relay's sends to the caller (`lib.streaming.EventStreamResponse`).
     """
 
     def __init__(
@@ -263,11 +268,13 @@ class UpstreamStream:
         deadline: float,
         idle_timeout_s: float,
         timeout_error: Callable[[], UpstreamTimeoutError],
+        redactor: Redactor,
     ) -> None:
         self._response = response
-        self._deadline = deadline
-        self._idle_timeout_s = idle_timeout_s
+        self.deadline = deadline
+        self.idle_timeout_s = idle_timeout_s
         self._timeout_error = timeout_error
+        self._redactor = redactor
 
     async def events(self) -> AsyncIterator[bytes]:
         """Yield event blocks as they arrive; raise `UpstreamError` if the stream breaks."""
@@ -281,7 +288,7 @@ class UpstreamStream:
         chunks = self._response.aiter_bytes()
         buffer = b""
         while True:
-            wait = min(self._idle_timeout_s, self._deadline - loop.time())
+            wait = min(self.idle_timeout_s, self.deadline - loop.time())
             try:
                 async with asyncio.timeout(max(wait, 0)):
                     chunk = await anext(chunks, None)
@@ -297,22 +304,51 @@ class UpstreamStream:
             *blocks, buffer = buffer.split(b"\n\n")
             if len(buffer) > MAX_EVENT_BYTES:
                 raise UpstreamError("The upstream sent an event larger than this proxy accepts.")
-            if complete := [block for block in blocks if block.strip()]:
+            if complete := [self._redactor.redact_bytes(b) for b in blocks if b.strip()]:
                 yield complete
         if buffer.strip():
-            yield [buffer]
+            yield [self._redactor.redact_bytes(buffer)]
+
+    def reason(self, text: str) -> str:
+        """An upstream's reason, fit for the caller: redacted of the token, then cut."""
+        return self._redactor.reason(text)
 
     async def aclose(self) -> None:
         """Close the upstream response and its connection."""
         await self._response.aclose()
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+def parse_json(content: bytes | str) -> Any:
+    """Parse an upstream JSON text; `NaN` and `Infinity`, which JSON lacks, are refused."""
+    return json.loads(content, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _encode_json(payload: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(
+            payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (lib.request_body refuses them in bodies): as a JSON escape.
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+async def _read_capped(
+    response: httpx.Response, limit: int = MAX_RESPONSE_BYTES, *, truncate: bool = False
+) -> bytes:
+    """The body, up to `limit` bytes: past it, cut (`truncate`) or an `UpstreamError`."""
     size = 0
     parts: list[bytes] = []
     async for chunk in response.aiter_bytes():
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
+        if size > limit:
+            if truncate:
+                parts.append(chunk[: len(chunk) - (size - limit)])
+                break
             raise UpstreamError("The upstream answer was larger than this proxy accepts.")
         parts.append(chunk)
     return b"".join(parts)
@@ -385,4 +421,4 @@ def _upstream_message(content: bytes, headers: httpx.Headers) -> str:
             error = error.get("message")
         if isinstance(error, str) and error:
             message = error
-    return message[:_MAX_ERROR_MESSAGE]
+    return message

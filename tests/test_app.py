@@ -214,6 +214,7 @@ def test_one_log_line_per_request_without_prompt_or_secrets(
         "latency_ms": first["latency_ms"],
         "stream": False,
         "client_disconnected": False,
+        "caller_stalled": False,
     }
     assert second["status"] == 401 and second["upstream_status"] is None
     text = "\n".join(log_lines)

@@ -57,6 +57,29 @@ def test_no_keys_and_no_anonymous_refuses_with_configuration_advice() -> None:
     assert "PROXY_API_KEYS" in caught.value.message and "ALLOW_ANONYMOUS" in caught.value.message
 
 
-def test_anonymous_mode_accepts_any_caller() -> None:
+def test_anonymous_mode_without_keys_serves_callers_with_no_key_or_any_placeholder() -> None:
     keys(anonymous=True).check(None)
-    keys(KEY, anonymous=True).check("Bearer whatever-else")
+    keys(anonymous=True).check("Bearer sk-placeholder-the-sdk-insists-on")
+
+
+def test_anonymous_mode_still_checks_a_key_that_is_sent() -> None:
+    anonymous = keys(KEY, anonymous=True)
+    anonymous.check(None)
+    anonymous.check(f"Bearer {KEY}")
+    with pytest.raises(AuthenticationError, match="Invalid API key"):
+        anonymous.check("Bearer whatever-else")
+
+
+def test_anonymous_mode_refuses_a_hugging_face_token() -> None:
+    for configured in ((), (KEY,)):
+        with pytest.raises(AuthenticationError, match="Hugging Face token"):
+            keys(*configured, anonymous=True).check("Bearer hf_testcanaryAnonymous123456")
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_every_configured_key_is_accepted_wherever_it_is_listed(position: int) -> None:
+    entries = ["pg_test_canary_key_other_a", "pg_test_canary_key_other_b"]
+    entries.insert(position, KEY)
+    keys(*entries).check(f"Bearer {KEY}")
+    for other in entries:
+        keys(*entries).check(f"Bearer {other}")
