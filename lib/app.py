@@ -168,7 +168,7 @@ async def _handle_validation_error(request: Request, exc: RequestValidationError
     first = exc.errors()[0] if exc.errors() else {}
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
-    reason = first.get("msg", "invalid request")
+    reason = first.get("msg", "invalid request").removeprefix("Value error, ")
     message = f"Invalid value for '{param}': {reason}" if param else f"Invalid request: {reason}"
     if first.get("type") == "json_invalid":
         message, param = "The request body is not valid JSON.", None

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import math
 import struct
 from typing import Any
 
 from lib.errors import ClientRequestError, UpstreamError
 from lib.schemas import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from lib.upstream import UpstreamCall, UpstreamClient
+
+# The largest magnitude a float32 holds: what base64 embeddings are encoded as.
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def feature_extraction_path(model: str) -> str:
@@ -62,6 +66,14 @@ def sentence_vectors(data: Any, count: int) -> list[list[float]]:
             raise UpstreamError("The upstream answered with an unexpected embedding shape.")
     if len({len(v) for v in vectors}) != 1:
         raise UpstreamError("The upstream answered with vectors of different lengths.")
+    for vector in vectors:
+        # A sum is NaN or infinite if any value is; max and min run at C speed.
+        if (
+            not math.isfinite(sum(vector))
+            or max(vector) > _FLOAT32_MAX
+            or min(vector) < -_FLOAT32_MAX
+        ):
+            raise UpstreamError("The upstream answered with a vector value out of range.")
     return vectors
 
 

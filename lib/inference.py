@@ -21,6 +21,13 @@ def resolve_model(requested: str | None, settings: Settings, default: str | None
     return _allowed(requested, settings)
 
 
+def resolve_embedding_model(requested: str | None, settings: Settings) -> str:
+    """The feature-extraction model: the requested one, a plain allowed Hub id, or the default."""
+    if requested is None or requested == PLACEHOLDER_MODEL:
+        return settings.embedding_model
+    return resolve_task_model(requested, settings)
+
+
 def resolve_task_model(model: str, settings: Settings) -> str:
     """A model named in a task route's path: a plain Hub id (no provider suffix), allowed."""
     if not is_valid_model_id(model) or ":" in model:

@@ -172,9 +172,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
     """Embed one text or a list of texts with a feature-extraction model."""
     services = _services(request)
-    model = inference.resolve_model(
-        body.model, services.settings, services.settings.embedding_model
-    )
+    model = inference.resolve_embedding_model(body.model, services.settings)
     call = start_upstream_call(request, model)
     return await embeddings.create_embeddings(services.upstream, body, call)
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from lib.model_ids import MODEL_ID_PATTERN, is_valid_model_id
 
@@ -81,7 +89,23 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Required, except on an assistant message that carries `tool_calls`.",
+    )
+
+    @model_validator(mode="after")
+    def _content_unless_tool_calls(self) -> ChatMessage:
+        if self.content is None:
+            extra = self.model_extra or {}
+            if self.role != "assistant" or not (
+                extra.get("tool_calls") or extra.get("function_call")
+            ):
+                raise ValueError(
+                    f"a {self.role} message needs 'content' (only an assistant message "
+                    "carrying 'tool_calls' may leave it out)"
+                )
+        return self
 
 
 class StreamOptions(BaseModel):

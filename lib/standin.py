@@ -17,6 +17,7 @@ them by hand, end the last user message (or a task's `inputs` text) with a tag:
     #standin:reset     a connection broken mid-body
     #standin:slow      waits `slow_s` seconds before answering
     #standin:drip      streams one event every 0.05 s (a caller can hang up mid-stream)
+    #standin:flood     streams 64 KB events without end, until someone hangs up
 Never imported by the production app.
 """
 
@@ -66,6 +67,8 @@ class Fault:
     chunk_delay_s: float | None = None  # wait before each streamed event
     cut_after: int | None = None  # end a stream after N content events, without [DONE]
     error_after: int | None = None  # send a TGI-style error event after N content events
+    error_message: str = "CUDA out of memory"  # what that error event says
+    flood: bool = False  # stream 64 KB events without end (a caller who stops reading)
     reset_after: int | None = None  # break the connection after N events (or body bytes)
 
 
@@ -254,6 +257,7 @@ def _fault_from_tag(text: str, slow_s: float) -> Fault | None:
     return {
         "slow": Fault(delay_s=slow_s),
         "drip": Fault(chunk_delay_s=0.05),
+        "flood": Fault(flood=True),
         "notjson": Fault(body=b"<html>upstream proxy error</html>", content_type="text/html"),
         "cut": Fault(cut_after=2),
         "midError": Fault(error_after=2),
@@ -343,13 +347,16 @@ async def _stream_events(
     completed = False
     try:
         yield chunk({"role": "assistant", "content": ""}, None)
+        while fault.flood:
+            yield chunk({"content": "flood " * 10_000}, None)
+            await asyncio.sleep(0)
         for i, word in enumerate(words):
             if delay:
                 await asyncio.sleep(delay)
             if i == fault.cut_after:
                 return
             if i == fault.error_after:
-                yield event({"error": {"message": "CUDA out of memory", "http_status_code": 500}})
+                yield event({"error": {"message": fault.error_message, "http_status_code": 500}})
                 return
             if i == fault.reset_after:
                 raise ConnectionResetError("stand-in: connection reset mid-stream")

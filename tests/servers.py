@@ -1,4 +1,9 @@
-"""Real servers on loopback for end-to-end tests: uvicorn in a thread, on a free port."""
+"""Real servers on loopback for end-to-end tests: uvicorn in a thread, on a free port.
+
+uvicorn parses HTTP with h11 here, as under Vercel's runtime (which installs uvicorn without
+httptools); h11 is the stricter of the two, and drops a connection over a header value it
+refuses. Tests that care about the parser also run with `http="httptools"`.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +21,23 @@ from tests.secret_audit import audited
 
 
 @contextmanager
-def serve_on_loopback(app: ASGIApp, log_level: str = "warning") -> Iterator[str]:
-    """Serve `app` under uvicorn on 127.0.0.1 and yield its base URL; stop it on exit."""
+def serve_on_loopback(
+    app: ASGIApp, log_level: str = "warning", http: str = "h11", *, audit: bool = True
+) -> Iterator[str]:
+    """Serve `app` under uvicorn on 127.0.0.1 and yield its base URL; stop it on exit.
+
+    Its responses are searched for secrets (tests/secret_audit.py) unless `audit` is off: for
+    a stand-in upstream scripted to echo the token, which is what the proxy must not do.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        audited(app),
+        audited(app) if audit else app,
         log_level=log_level,
         access_log=False,
+        http=http,
         lifespan="on",
         timeout_graceful_shutdown=1,
     )
