@@ -3,7 +3,8 @@
 Every test value shaped like a secret is a canary (`hf_test_canary...`, `pg_test_canary...`,
 `hf_testcanary...`). Apps run through `audited()` have each response's headers and body
 scanned; promptgate's log lines are scanned as they are written. The session fails at
-its end if any canary was seen (tests/conftest.py).
+its end if any canary was seen (tests/conftest.py). The secrets the suite configures most
+(`AUDIT.watch`) are also looked for in part: any PIECE-long run of one is a leak.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CANARY = re.compile(rb"(?:hf|pg)_test_?canary[A-Za-z0-9_]*")
+# As many characters of a secret as make a leak (lib/redaction.py redacts as many).
+PIECE = 12
 
 
 @dataclass
@@ -23,12 +26,22 @@ class SecretAudit:
 
     scanned: int = 0
     hits: list[str] = field(default_factory=list)
+    pieces: set[bytes] = field(default_factory=set)
+
+    def watch(self, secret: str) -> None:
+        """Also look for every PIECE-long run of `secret`, not only for whole canaries."""
+        raw = secret.encode()
+        self.pieces.update(raw[i : i + PIECE] for i in range(len(raw) - PIECE + 1))
 
     def scan(self, where: str, data: bytes) -> None:
-        """Record any canary found in `data`."""
+        """Record any canary, or any watched secret's piece, found in `data`."""
         self.scanned += 1
         for match in CANARY.finditer(data):
             self.hits.append(f"{where}: {match.group().decode()}")
+        for piece in self.pieces:
+            if piece in data:
+                self.hits.append(f"{where}: a piece of a secret, {piece.decode()!r}")
+                break
 
 
 AUDIT = SecretAudit()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,12 +17,12 @@ _NUMBER = r"[\d,]+(?:\.\d+)?"
 
 @pytest.fixture(autouse=True)
 def _tools_installed() -> None:
-    """Skip, loudly, without nginx or wrk; in CI they are installed by .ci/run, so fail."""
+    """Skip, loudly, without nginx or wrk (under CI, conftest turns the skip into a failure)."""
     if missing := missing_tools():
-        message = f"bench smoke test needs {', '.join(missing)}: apt-get install nginx-light wrk"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(
+            f"NOT TESTED: bench smoke test needs {', '.join(missing)}: "
+            "apt-get install nginx-light wrk (.ci/run does)"
+        )
 
 
 def test_tiny_run_prints_and_writes_a_table_of_figures(tmp_path: Path) -> None:

@@ -281,3 +281,26 @@ def test_caller_hanging_up_while_waiting_closes_the_upstream_at_once(rig: Rig) -
         assert time.monotonic() < deadline, "no log line for the hung-up request"
         time.sleep(0.02)
     assert json.loads(rig.log_lines[-1])["client_disconnected"] is True
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(cut_after=2), Fault(reset_after=2), Fault(error_after=2), Fault(chunk_delay_s=0.9)],
+)
+def test_generate_stream_that_breaks_ends_with_an_error_event_never_done(
+    rig: Rig, fault: Fault
+) -> None:
+    """The playground shows this stream: a cut answer must not look complete."""
+    rig.standin.faults[:] = [fault]
+    response = httpx.post(
+        f"{rig.url}/api/generate",
+        json={"prompt": "one two three four five", "stream": True},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    assert "[DONE]" not in events
+    assert json.loads(events[0]) == {"text": "Hello"}
+    last = json.loads(events[-1])
+    assert set(last["error"]) == {"message", "type", "param", "code"}

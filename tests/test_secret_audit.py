@@ -7,6 +7,7 @@ import logging
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
+from tests.conftest import CANARY_TOKEN
 from tests.secret_audit import AUDIT, audited
 
 LEAK = "hf_test_canary_planted_on_purpose"
@@ -29,5 +30,16 @@ def test_audit_sees_canaries_in_headers_split_bodies_and_log_lines() -> None:
         assert any(h.startswith("GET /leak headers") for h in hits)
         assert any(h.startswith("GET /leak body") for h in hits)
         assert any(h.startswith("log promptgate") for h in hits)
+    finally:
+        del AUDIT.hits[before:]  # planted on purpose: not a leak of the proxy's
+
+
+def test_audit_sees_a_piece_of_a_watched_secret() -> None:
+    before = len(AUDIT.hits)
+    try:
+        AUDIT.scan("planted", b"... auth failed for " + CANARY_TOKEN[3:17].encode() + b" ...")
+        assert any("a piece of a secret" in hit for hit in AUDIT.hits[before:])
+        AUDIT.scan("planted", b"... " + CANARY_TOKEN[3:14].encode() + b" ...")  # 11 characters
+        assert len(AUDIT.hits) == before + 1
     finally:
         del AUDIT.hits[before:]  # planted on purpose: not a leak of the proxy's

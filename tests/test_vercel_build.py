@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +17,7 @@ def _require(tool: str, why: str) -> None:
     if shutil.which(tool) is not None:
         return
     message = f"{tool} is not on PATH: {why}. Install it (CI installs it in .ci/run)."
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"CI=true and {message}")
-    pytest.skip(f"SKIPPED, NOT TESTED: {message}")
+    pytest.skip(f"SKIPPED, NOT TESTED: {message}")  # under CI, conftest fails it instead
 
 
 def test_vercel_build_and_built_function() -> None:
