@@ -8,8 +8,11 @@ The proxy runs under uvicorn in its own process, so its resident memory (VmRSS i
 stand-in upstream runs in another process. The mix: chat (streamed and not), generate
 (streamed and not), embeddings, a task route, and failures: upstream 429, flapping 502s,
 upstream 401, upstream 404, resets and non-JSON bodies, bad client keys, invalid bodies,
-a disallowed model, streams cut short or failing mid-way, and callers hanging up while
-waiting and mid-stream. Every answer is checked against what its kind should get.
+a disallowed model, streams cut short or failing mid-way, callers hanging up while
+waiting and mid-stream, callers who stop reading a flooding stream (and hold their socket
+past the deadline), keyless callers dripping a large upload, and keyed ones too slow to
+send their body. Every answer is checked against what its kind should get, and ordinary
+chat calls must answer within the deadline whatever the hostile callers hold.
 
 After a warm-up the figures are taken at the start and at the end (each once idle
 connections have closed). Exit 0: all within bounds; 1: memory or fds grew beyond the
@@ -46,6 +49,7 @@ EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASK_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 MISSING_MODEL = "soak/missing-model"  # the stand-in answers 404 for names holding "missing"
 DEADLINE_S = 5.0  # below the stand-in's Retry-After of 7 s, so a 429 is passed on at once
+BODY_TIMEOUT_S = 2.0
 
 Outcome = str  # "200", "429", ... or "200+error-event", "hung-up"
 
@@ -98,6 +102,67 @@ async def _hang_up_while_waiting(client: httpx.AsyncClient, i: int) -> Outcome:
     return "answered"
 
 
+async def _raw_request(base_url: str, head: str, body: bytes = b"") -> socket.socket:
+    """A connected socket, with a small receive buffer, that has sent `head` and `body`."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    await loop.sock_sendall(sock, head.encode() + body)
+    return sock
+
+
+async def _status_within(sock: socket.socket, seconds: float) -> Outcome:
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(seconds):
+            first = await loop.sock_recv(sock, 64)
+    except TimeoutError:
+        return "no-answer"
+    finally:
+        sock.close()
+    return first.split(b" ", 2)[1].decode() if first.startswith(b"HTTP/1.1 ") else "dropped"
+
+
+async def _stop_reading_a_stream(client: httpx.AsyncClient, i: int) -> Outcome:
+    body = f'{{"messages":[{{"role":"user","content":"soak {i} #standin:flood"}}],"stream":true}}'
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {CLIENT_KEY}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock = await _raw_request(str(client.base_url).rstrip("/"), head, body.encode())
+    await asyncio.sleep(DEADLINE_S + 1)  # holding the socket, never reading it
+    sock.close()
+    return "held"
+
+
+async def _drip_a_keyless_upload(client: httpx.AsyncClient, i: int) -> Outcome:
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: soak\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    sock = await _raw_request(str(client.base_url).rstrip("/"), head, b"{")
+    return await _status_within(sock, BODY_TIMEOUT_S)  # refused before the body: 401
+
+
+async def _send_a_body_too_slowly(client: httpx.AsyncClient, i: int) -> Outcome:
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {CLIENT_KEY}"
+        "\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    )
+    sock = await _raw_request(str(client.base_url).rstrip("/"), head, b'{"messages":')
+    return await _status_within(sock, BODY_TIMEOUT_S + 3)  # 408 at BODY_TIMEOUT_S
+
+
+async def _chat_within_the_deadline(client: httpx.AsyncClient, i: int) -> Outcome:
+    started = time.monotonic()
+    outcome = await _post(client, "/v1/chat/completions", _user(i))
+    took = time.monotonic() - started
+    return outcome if took < DEADLINE_S else f"{outcome}-after-{took:.1f}s"
+
+
 def _kinds() -> list[Kind]:
     chat, gen = "/v1/chat/completions", "/api/generate"
 
@@ -108,7 +173,7 @@ def _kinds() -> list[Kind]:
         return lambda c, i: _stream(c, chat, {**_user(i, tag), "stream": True}, hang_up_after)
 
     return [
-        Kind("chat", 20, "200", tagged("")),
+        Kind("chat", 20, "200", _chat_within_the_deadline),
         Kind("chat-stream", 14, "200", streamed("")),
         Kind("generate", 8, "200", lambda c, i: _post(c, gen, {"prompt": f"soak {i}"})),
         Kind(
@@ -154,6 +219,9 @@ def _kinds() -> list[Kind]:
         Kind("stream-error-mid-way", 2, "200+error-event", streamed("#standin:midError")),
         Kind("hang-up-mid-stream", 4, "hung-up", streamed("#standin:drip", hang_up_after=2)),
         Kind("hang-up-while-waiting", 2, "hung-up", _hang_up_while_waiting),
+        Kind("stop-reading-a-stream", 1, "held", _stop_reading_a_stream),
+        Kind("keyless-slow-upload", 2, "401", _drip_a_keyless_upload),
+        Kind("body-too-slow", 1, "408", _send_a_body_too_slowly),
     ]
 
 
@@ -254,6 +322,7 @@ def _proxy_env(standin_url: str) -> dict[str, str]:
         ALLOWED_MODELS=",".join([CHAT_MODEL, EMBEDDING_MODEL, TASK_MODEL, MISSING_MODEL]),
         REQUEST_TIMEOUT_S=str(DEADLINE_S),
         STREAM_IDLE_TIMEOUT_S="3",
+        BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
         UPSTREAM_MAX_ATTEMPTS="3",
         LOG_LEVEL="INFO",
     )
@@ -320,17 +389,19 @@ def _soak(args: argparse.Namespace, rng: random.Random, pid: int, url: str) -> i
     )
     deadline = time.monotonic() + args.max_seconds
 
-    def run(count: int, first: int) -> Tally:
+    def run(plan: list[Kind], first: int) -> Tally:
         remaining = max(1.0, deadline - time.monotonic())
-        batch = _run_batch(url, _plan(count, rng), args.concurrency, first)
+        batch = _run_batch(url, plan, args.concurrency, first)
         return asyncio.run(asyncio.wait_for(batch, timeout=remaining))
 
     try:
-        warm = run(args.warmup, 0)
+        # Every kind at least once before the start figures: the first flood, say, grows the
+        # heap once, which is not a leak.
+        warm = run(_kinds() + _plan(max(args.warmup - len(_kinds()), 0), rng), 0)
         _print_tally("warm-up", warm, args.warmup)
         rss_start, fds_start = _idle_figures(pid)
         print(f"start: rss {rss_start:.1f} MiB, open fds {fds_start}")
-        measured = run(args.requests, args.warmup)
+        measured = run(_plan(args.requests, rng), args.warmup)
     except TimeoutError:
         print(f"FAIL: the soak did not finish within {args.max_seconds:g} s")
         return 1

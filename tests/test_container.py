@@ -313,3 +313,20 @@ def test_image_command_refuses_to_start_with_invalid_settings(image_root: Path) 
     assert result.returncode != 0
     assert "invalid setting PROXY_API_KEYS" in result.stderr
     assert CANARY_TOKEN not in result.stderr + result.stdout
+
+
+def test_image_command_logs_one_json_line_per_request_and_never_a_query_string(
+    container: tuple[int, dict[str, str], subprocess.Popen[str]],
+) -> None:
+    port, _, process = container
+    base = f"http://127.0.0.1:{port}"
+    for path in ("/v1/models?api_key=" + CANARY_KEY, "/api/health?x=1"):
+        response = httpx.get(f"{base}{path}", headers={"X-Request-ID": "log-once-1"}, timeout=5)
+        assert response.status_code in (200, 401)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    request_lines = [line for line in output.splitlines() if "log-once-1" in line]
+    assert len(request_lines) == 2, output
+    assert all(json.loads(line)["request_id"] == "log-once-1" for line in request_lines)
+    assert "api_key" not in output and CANARY_KEY not in output
+    assert '" 200' not in output and '" 401' not in output  # uvicorn's own access line
