@@ -70,6 +70,20 @@ StopSequences = Annotated[
 # A model in a task route's path: the same rules, without a provider suffix.
 TASK_MODEL_SCHEMA_PATTERN = r"^(?!.*:)" + MODEL_ID_SCHEMA_PATTERN[1:]
 
+
+def _check_plain_model_id(value: str) -> str:
+    if ":" in value:
+        raise ValueError("a provider suffix (':groq', ':fastest') is not taken here")
+    return _check_model_id(value)
+
+
+# A model for hf-inference's pipelines (embeddings): a Hub id, without a provider suffix.
+PlainModelId = Annotated[
+    str,
+    AfterValidator(_check_plain_model_id),
+    WithJsonSchema({"type": "string", "maxLength": 200, "pattern": TASK_MODEL_SCHEMA_PATTERN}),
+]
+
 _MODEL_FIELD = Field(
     default=None,
     max_length=200,
@@ -83,24 +97,41 @@ _MODEL_FIELD = Field(
 # is a 422, as the schema documents and OpenAI's API answers, not silently coerced.
 
 
-class ChatMessage(BaseModel):
-    """One message of a conversation; extra OpenAI fields (name, tool_calls, ...) pass through."""
+# The content rule, for the API document: what `ChatMessage` checks, in JSON Schema.
+_NOT_NULL = {"not": {"type": "null"}}
+_CONTENT_RULE: dict[str, Any] = {
+    "if": {"properties": {"role": {"const": "assistant"}}, "required": ["role"]},
+    "then": {
+        "anyOf": [
+            {"required": ["content"], "properties": {"content": _NOT_NULL}},
+            {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+            {"required": ["function_call"], "properties": {"function_call": {"type": "object"}}},
+        ]
+    },
+    "else": {"required": ["content"], "properties": {"content": _NOT_NULL}},
+}
 
-    model_config = ConfigDict(extra="allow", strict=True)
+
+class ChatMessage(BaseModel):
+    """One message of a conversation; extra OpenAI fields (name, tool_calls, ...) pass through.
+
+    `content` is required, except on an assistant message that carries `tool_calls` (or the
+    legacy `function_call`).
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_CONTENT_RULE)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = Field(
-        default=None,
-        description="Required, except on an assistant message that carries `tool_calls`.",
-    )
+    content: str | list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _content_unless_tool_calls(self) -> ChatMessage:
         if self.content is None:
             extra = self.model_extra or {}
-            if self.role != "assistant" or not (
-                extra.get("tool_calls") or extra.get("function_call")
-            ):
+            calls = isinstance(extra.get("tool_calls"), list) or isinstance(
+                extra.get("function_call"), dict
+            )
+            if self.role != "assistant" or not calls:
                 raise ValueError(
                     f"a {self.role} message needs 'content' (only an assistant message "
                     "carrying 'tool_calls' may leave it out)"
@@ -177,11 +208,12 @@ class EmbeddingRequest(BaseModel):
     input: str | Annotated[list[str], Field(min_length=1, max_length=256)] = Field(
         description="A text, or a list of up to 256 texts. Token arrays are not supported."
     )
-    model: ModelId | None = Field(
+    model: PlainModelId | None = Field(
         default=None,
         max_length=200,
         pattern=MODEL_ID_PATTERN,
-        description="A Hub model id; omit it to use the deployment's embedding model.",
+        description="A Hub model id, without a provider suffix; omit it to use the "
+        "deployment's embedding model.",
     )
     encoding_format: Literal["float", "base64"] = Field(
         default="float",
