@@ -16,6 +16,7 @@ PIECE = 12
 # so finding the blocks finds every piece, with a few fast `find` calls per text.
 _BLOCK = PIECE // 2
 REDACTED = "[redacted]"
+_REDACTED_BYTES = REDACTED.encode()
 # The longest upstream reason passed on to a caller.
 MAX_REASON_CHARS = 300
 # Hugging Face tokens in general: an upstream message may quote another credential.
@@ -32,6 +33,7 @@ class Redactor:
             (offset, self._secret[offset : offset + _BLOCK])
             for offset in range(0, max(len(self._secret) - _BLOCK + 1, 0), _BLOCK)
         ]
+        self._byte_blocks = [(offset, block.encode()) for offset, block in self._blocks]
 
     def redact(self, text: str) -> str:
         """`text` without the secret's pieces or anything shaped like a Hugging Face token."""
@@ -48,10 +50,9 @@ class Redactor:
 
     def redact_bytes(self, data: bytes) -> bytes:
         """`data` (an upstream body, relayed as is) without the secret's pieces."""
-        if not self._blocks:
+        if not self._byte_blocks:
             return data
-        blocks = [(offset, block.encode()) for offset, block in self._blocks]
-        return _replace(data, self._secret_bytes, blocks, REDACTED.encode())
+        return _replace(data, self._secret_bytes, self._byte_blocks, _REDACTED_BYTES)
 
 
 def _replace[T: (str, bytes)](text: T, secret: T, blocks: list[tuple[int, T]], mark: T) -> T:

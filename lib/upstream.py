@@ -318,13 +318,20 @@ class UpstreamStream:
         await self._response.aclose()
 
 
-def parse_json(content: bytes | str) -> Any:
-    """Parse an upstream JSON text; `NaN` and `Infinity`, which JSON lacks, are refused."""
-    return json.loads(content, parse_constant=_refuse_constant)
-
-
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# Built once: `json.loads` with a hook would build a decoder per call.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def parse_json(content: bytes) -> Any:
+    """Parse an upstream JSON body; `NaN` and `Infinity`, which JSON lacks, are refused.
+
+    Raises `ValueError` (invalid UTF-8 included) for anything that is not JSON.
+    """
+    return _STRICT_DECODER.decode(content.decode("utf-8-sig"))
 
 
 def _encode_json(payload: dict[str, Any]) -> bytes:
