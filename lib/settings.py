@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     upstream_max_attempts: int = Field(default=3, ge=1, le=10)
     # httpx's own pool for serverless cold starts; the container image picks aiohttp.
     upstream_transport: Literal["httpx", "aiohttp"] = "httpx"
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=4_500_000)
+    # Vercel refuses request bodies over 4.5 MB itself; Lambda (6 MB) and containers allow more.
+    max_body_bytes: int = Field(default=4_500_000, ge=1024, le=4_500_000)
     # The whole request body must arrive within this many seconds of the request's start.
     body_timeout_s: float = Field(default=15.0, gt=0, le=300)
     cors_origins: CommaList = Field(default_factory=list)

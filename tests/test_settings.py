@@ -20,7 +20,7 @@ def test_defaults_allow_only_the_default_models(monkeypatch: pytest.MonkeyPatch)
     assert settings.hf_base_url == DEFAULT_HF_BASE_URL
     assert settings.allowed_models == [settings.default_model, settings.embedding_model]
     assert settings.proxy_api_keys == [] and settings.allow_anonymous is False
-    assert settings.max_body_bytes == 1_048_576
+    assert settings.max_body_bytes == 4_500_000  # Vercel's cap on request bodies
 
 
 def test_comma_separated_lists_are_split_and_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
