@@ -26,6 +26,7 @@ from lib.routes import Services, inference_router, public_router
 from lib.settings import Settings, SettingsError, load_settings
 from lib.task_routes import TASK_ROUTE_PREFIX, task_router
 from lib.upstream import UpstreamClient
+from lib.validation_errors import explain_validation_error
 
 _DESCRIPTION = """\
 A stateless proxy to a small model on Hugging Face's inference router.
@@ -165,14 +166,12 @@ async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse
 
 
 async def _handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    reason = first.get("msg", "invalid request").removeprefix("Value error, ")
+    errors = exc.errors()
+    param, reason = explain_validation_error(errors, exc.body)
     message = f"Invalid value for '{param}': {reason}" if param else f"Invalid request: {reason}"
-    if first.get("type") == "json_invalid":
+    if errors and errors[0].get("type") == "json_invalid":
         message, param = "The request body is not valid JSON.", None
-    elif not location and "json" not in request.headers.get("content-type", ""):
+    elif not param and "json" not in request.headers.get("content-type", ""):
         message = "The request body must be JSON, sent with 'Content-Type: application/json'."
     return error_response(
         request, 422, message, "invalid_request_error", code="invalid_value", param=param

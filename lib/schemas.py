@@ -10,7 +10,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
+    field_validator,
     model_validator,
 )
 
@@ -42,6 +45,17 @@ def _whole_number(value: Any) -> Any:
 # JSON has one kind of number: `512.0` is the integer 512, as JSON Schema reads it. (Bounds
 # go before the validator, or pydantic leaves them out of the JSON schema.)
 JsonInt = Annotated[int, BeforeValidator(_whole_number)]
+
+
+def _number_as_sent(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
+    validate(value)
+    return value
+
+
+# A number checked as one but forwarded as the caller wrote it: `0` reaches the upstream as
+# `0`, not `0.0` (some servers type their fields as integers or compare the text).
+Temperature = Annotated[float, Field(ge=0, le=2), WrapValidator(_number_as_sent)]
+TopP = Annotated[float, Field(ge=0, le=1), WrapValidator(_number_as_sent)]
 MaxTokens = Annotated[int, Field(ge=1, le=131_072), BeforeValidator(_whole_number)]
 Dimensions = Annotated[int, Field(ge=1, le=16_384), BeforeValidator(_whole_number)]
 
@@ -121,7 +135,8 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_CONTENT_RULE)
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # `function`: the legacy form of `tool`, which older clients still send.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
@@ -169,8 +184,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: MaxTokens | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     stop: StopSequences | None = None
     seed: JsonInt | None = None
 
@@ -190,8 +205,16 @@ class GenerateRequest(BaseModel):
     model: ModelId | None = _MODEL_FIELD
     system: str | None = Field(default=None, max_length=50_000)
     max_tokens: MaxTokens | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: Temperature | None = None
     stream: bool = False
+
+
+# Inputs per request: the most the OpenAI API and the AI SDK's embedMany send at once (2,048;
+# LangChain sends 1,000). They reach the upstream in smaller batches (EMBEDDING_BATCH_SIZE).
+MAX_EMBEDDING_INPUTS = 2048
+# About OpenAI's limit of 8,192 tokens per input, in characters of English text.
+MAX_EMBEDDING_INPUT_CHARS = 32_768
+EmbeddingText = Annotated[str, Field(max_length=MAX_EMBEDDING_INPUT_CHARS)]
 
 
 class EmbeddingRequest(BaseModel):
@@ -205,8 +228,12 @@ class EmbeddingRequest(BaseModel):
         },
     )
 
-    input: str | Annotated[list[str], Field(min_length=1, max_length=256)] = Field(
-        description="A text, or a list of up to 256 texts. Token arrays are not supported."
+    input: (
+        EmbeddingText
+        | Annotated[list[EmbeddingText], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    ) = Field(
+        description=f"A text, or a list of up to {MAX_EMBEDDING_INPUTS:,} texts, each up to "
+        f"{MAX_EMBEDDING_INPUT_CHARS:,} characters. Token-id arrays are not supported."
     )
     model: PlainModelId | None = Field(
         default=None,
@@ -223,6 +250,29 @@ class EmbeddingRequest(BaseModel):
         default=None,
         description="Accepted only when it equals the model's own dimension count.",
     )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _refuse_token_ids(cls, value: Any) -> Any:
+        if _is_token_ids(value):
+            raise ValueError(
+                "token-id arrays are not supported: send the texts themselves. With LangChain, "
+                "use OpenAIEmbeddings(check_embedding_ctx_length=False)."
+            )
+        return value
+
+
+def _is_token_ids(value: Any) -> bool:
+    """True for `[1, 2, 3]` or `[[1, 2], [3]]`: what tiktoken-based clients send."""
+
+    def is_int(item: Any) -> bool:
+        return isinstance(item, int) and not isinstance(item, bool)
+
+    if not isinstance(value, list) or not value:
+        return False
+    if all(is_int(item) for item in value):
+        return True
+    return all(isinstance(item, list) and all(is_int(x) for x in item) for item in value)
 
 
 class Embedding(BaseModel):
