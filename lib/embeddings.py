@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import math
 import struct
 from typing import Any
 
-from lib.errors import ClientRequestError, UpstreamError
-from lib.schemas import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+from lib.errors import ClientRequestError, InvalidFieldError, UpstreamError
+from lib.schemas import (
+    MAX_EMBEDDING_INPUTS,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+)
 from lib.upstream import UpstreamCall, UpstreamClient
 
 # The largest magnitude a float32 holds: what base64 embeddings are encoded as.
 _FLOAT32_MAX = 3.4028234663852886e38
+
+# Batches of one request in flight at once: 2,048 texts in batches of 32 take 16 rounds,
+# a few seconds, without one caller setting off the router's rate limit on its own.
+EMBEDDING_CONCURRENCY = 4
 
 
 def feature_extraction_path(model: str) -> str:
@@ -21,13 +33,13 @@ def feature_extraction_path(model: str) -> str:
 
 
 async def create_embeddings(
-    upstream: UpstreamClient, body: EmbeddingRequest, call: UpstreamCall
+    upstream: UpstreamClient, body: EmbeddingRequest, call: UpstreamCall, batch_size: int
 ) -> EmbeddingResponse:
     """Embed every input text; vectors come back in input order, encoded as asked."""
     model = call.model
     texts = [body.input] if isinstance(body.input, str) else body.input
-    reply = await upstream.post_json(feature_extraction_path(model), {"inputs": texts}, call)
-    vectors = sentence_vectors(reply.data, len(texts))
+    items = await embed_in_batches(upstream, texts, {}, call, batch_size)
+    vectors = sentence_vectors(items, len(texts))
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise ClientRequestError(
             f"The model '{model}' returns {len(vectors[0])} dimensions and cannot shorten them; "
@@ -44,6 +56,73 @@ async def create_embeddings(
         model=model,
         usage=EmbeddingUsage(prompt_tokens=words, total_tokens=words),
     )
+
+
+async def extract_features(
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, batch_size: int
+) -> bytes:
+    """Answer a feature-extraction task body as hf-inference does, one item per input.
+
+    A list of more than `batch_size` texts is split like `/v1/embeddings` input; anything
+    else passes through in one call, answered with the upstream's own bytes.
+    """
+    texts = payload.get("inputs")
+    if not _is_text_list(texts) or len(texts) <= batch_size:
+        reply = await upstream.post_json(feature_extraction_path(call.model), payload, call)
+        return reply.content
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise InvalidFieldError(
+            f"At most {MAX_EMBEDDING_INPUTS} inputs per request, not {len(texts)}.",
+            param="inputs",
+        )
+    options = {name: value for name, value in payload.items() if name != "inputs"}
+    items = await embed_in_batches(upstream, texts, options, call, batch_size)
+    return json.dumps(items, separators=(",", ":")).encode()
+
+
+async def embed_in_batches(
+    upstream: UpstreamClient,
+    texts: list[str],
+    options: dict[str, Any],
+    call: UpstreamCall,
+    batch_size: int,
+) -> list[Any]:
+    """The feature-extraction answer for each text, in input order.
+
+    Texts go upstream in batches of `batch_size`, at most `EMBEDDING_CONCURRENCY` at once,
+    all within the request's one deadline. The first batch to fail cancels the others, and
+    its error is the request's.
+    """
+    path = feature_extraction_path(call.model)
+    gate = asyncio.Semaphore(EMBEDDING_CONCURRENCY)
+
+    async def embed(batch: list[str]) -> list[Any]:
+        async with gate:
+            reply = await upstream.post_json(path, {**options, "inputs": batch}, call)
+        return _answer_items(reply.data, len(batch))
+
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    if len(batches) == 1:
+        return await embed(batches[0])
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(embed(batch)) for batch in batches]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [item for task in tasks for item in task.result()]
+
+
+def _answer_items(data: Any, count: int) -> list[Any]:
+    """One item per input from a batch's answer (a lone input may come back unwrapped)."""
+    if count == 1 and _is_vector(data):
+        return [data]
+    if not isinstance(data, list) or len(data) != count:
+        raise UpstreamError("The upstream answered with an unexpected embedding shape.")
+    return data
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def sentence_vectors(data: Any, count: int) -> list[list[float]]:

@@ -6,6 +6,7 @@ ProxyError                          500 server_error
 │   ├── AuthenticationError         401 authentication_error
 │   ├── ModelNotAllowedError        403 permission_error
 │   ├── UnsupportedMediaTypeError   415 invalid_request_error (a compressed body)
+│   ├── NotFoundError               404 not_found_error (no such model, task or route here)
 │   └── NotConfiguredError          503 server_error (the deployment lacks a setting)
 └── UpstreamError                   502 upstream_error
     ├── UpstreamAuthError           502 (the server's HF_TOKEN was refused)
@@ -91,6 +92,16 @@ class UnsupportedMediaTypeError(ClientRequestError):
 
     status_code = 415
     code = "unsupported_content_encoding"
+
+
+class NotFoundError(ClientRequestError):
+    """What the caller asked for is not served here: a model off the allowlist, a task the
+    router has no pipeline for, or a route promptgate does not offer (the message says what to
+    use instead)."""
+
+    status_code = 404
+    error_type = "not_found_error"
+    code = "not_found"
 
 
 class NotConfiguredError(ProxyError):

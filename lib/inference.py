@@ -53,6 +53,11 @@ def task_path(model: str) -> str:
     return f"/hf-inference/models/{model}"
 
 
+def pipeline_path(model: str, task: str) -> str:
+    """The router path of one of a model's pipelines on the hf-inference provider."""
+    return f"/hf-inference/models/{model}/pipeline/{task}"
+
+
 def build_task_payload(body: Any) -> dict[str, Any]:
     """The body of a task route, forwarded as sent; streaming is not relayed on these routes."""
     if getattr(body, "stream", False):

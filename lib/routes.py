@@ -176,7 +176,9 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Embeddi
     services = _services(request)
     model = inference.resolve_embedding_model(body.model, services.settings)
     call = start_upstream_call(request, model)
-    return await embeddings.create_embeddings(services.upstream, body, call)
+    return await embeddings.create_embeddings(
+        services.upstream, body, call, services.settings.embedding_batch_size
+    )
 
 
 @inference_router.get("/v1/models", tags=["OpenAI-compatible"], summary="List the allowed models")

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # httpx's own pool for serverless cold starts; the container image picks aiohttp.
     upstream_transport: Literal["httpx", "aiohttp"] = "httpx"
     # Vercel refuses request bodies over 4.5 MB itself; Lambda (6 MB) and containers allow more.
+    # Texts per upstream feature-extraction call; larger requests are split into batches.
+    # 32 is what text-embeddings-inference, behind Hugging Face's embedding models, accepts
+    # by default (its MAX_CLIENT_BATCH_SIZE).
+    embedding_batch_size: int = Field(default=32, ge=1, le=2048)
     max_body_bytes: int = Field(default=4_500_000, ge=1024, le=4_500_000)
     # The whole request body must arrive within this many seconds of the request's start.
     body_timeout_s: float = Field(default=15.0, gt=0, le=300)

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from lib import inference
-from lib.embeddings import feature_extraction_path
+from lib import embeddings, inference
+from lib.errors import NotFoundError
 from lib.routes import (
     ERROR_STATUSES,
     SSE_CONTENT,
@@ -27,6 +27,37 @@ from lib.routes import (
 from lib.schemas import TASK_MODEL_SCHEMA_PATTERN, ChatCompletionRequest, TaskErrorBody
 
 TASK_ROUTE_PREFIX = "/models/"
+
+# The pipelines the router serves on hf-inference, `/models/{m}/pipeline/{task}`: the
+# hf-inference tasks huggingface_hub knows (`inference/_providers/__init__.py`), less
+# `conversational`, which is `/v1/chat/completions` (tests/test_task_routes.py compares).
+HF_INFERENCE_TASKS = (
+    "audio-classification",
+    "audio-to-audio",
+    "automatic-speech-recognition",
+    "document-question-answering",
+    "feature-extraction",
+    "fill-mask",
+    "image-classification",
+    "image-segmentation",
+    "image-to-image",
+    "image-to-text",
+    "object-detection",
+    "question-answering",
+    "sentence-similarity",
+    "summarization",
+    "table-question-answering",
+    "tabular-classification",
+    "text-classification",
+    "text-generation",
+    "text-to-image",
+    "text-to-speech",
+    "token-classification",
+    "translation",
+    "visual-question-answering",
+    "zero-shot-classification",
+    "zero-shot-image-classification",
+)
 
 # Documented only: `resolve_task_model` checks the id (with the rules pydantic's regex lacks).
 TaskModel = Annotated[
@@ -66,13 +97,40 @@ task_router = APIRouter(
 )
 
 
-@task_router.post(
-    "/{model:path}/pipeline/feature-extraction",
-    summary="Feature extraction (embeddings) on hf-inference",
-)
-async def run_feature_extraction(model: TaskModel, body: TaskRequest, request: Request) -> Response:
-    """Forward to the model's feature-extraction pipeline; the answer passes through."""
-    return await _forward(model, feature_extraction_path, body, request)
+TaskName = Annotated[
+    str,
+    Path(
+        description="An hf-inference pipeline, such as `feature-extraction` or "
+        "`sentence-similarity`; another name gets 404 with the list.",
+        json_schema_extra={"enum": list(HF_INFERENCE_TASKS)},
+    ),
+]
+
+
+@task_router.post("/{model:path}/pipeline/{task}", summary="Run one of the model's pipelines")
+async def run_pipeline(
+    model: TaskModel, task: TaskName, body: TaskRequest, request: Request
+) -> Response:
+    """Forward to the model's `task` pipeline; `feature-extraction` splits long input lists."""
+    if task not in HF_INFERENCE_TASKS:
+        raise NotFoundError(
+            f"hf-inference has no '{task[:60]}' pipeline. Pipelines: "
+            f"{', '.join(HF_INFERENCE_TASKS)}.",
+            param="task",
+            code="unknown_task",
+        )
+    if task != "feature-extraction":
+        return await _forward(model, lambda m: inference.pipeline_path(m, task), body, request)
+    services = request.app.state.services
+    resolved = inference.resolve_task_model(model, services.settings)
+    call = start_upstream_call(request, resolved)
+    content = await embeddings.extract_features(
+        services.upstream,
+        inference.build_task_payload(body),
+        call,
+        services.settings.embedding_batch_size,
+    )
+    return Response(content, media_type="application/json")
 
 
 @task_router.post(

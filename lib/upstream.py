@@ -129,7 +129,10 @@ class UpstreamClient:
         if call.deadline is None:
             call.deadline = loop.time() + self._timeout_s
         body = _encode_json(payload)
+        # Counted per send: one request may make several (embedding batches) that share `call`.
+        attempt = 0
         while True:
+            attempt += 1
             call.attempts += 1
             request = self._build_request(path, body, call.request_id)
             try:
@@ -145,16 +148,14 @@ class UpstreamClient:
             except TimeoutError as exc:
                 raise self._timeout_error() from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                delay = self._retry.delay_after_connect_error(
-                    call.attempts, call.deadline - loop.time()
-                )
+                delay = self._retry.delay_after_connect_error(attempt, call.deadline - loop.time())
                 if delay is None:
                     raise _transport_error(exc) from exc
             except httpx.HTTPError as exc:
                 raise _transport_error(exc) from exc
             else:
                 delay = self._retry.delay_after_status(
-                    call.attempts,
+                    attempt,
                     response.status_code,
                     response.headers,
                     content,
