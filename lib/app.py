@@ -85,7 +85,7 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Should-Retry"],
         )
     app.add_middleware(
         BodyLimitMiddleware,
@@ -154,6 +154,10 @@ def _header_safe(text: str, limit: int = 300) -> str:
 
 
 async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+    headers = dict(exc.headers)
+    if exc.should_retry is not None:
+        # Read by the openai SDKs, so that a client does not repeat the proxy's own retries.
+        headers["x-should-retry"] = "true" if exc.should_retry else "false"
     return error_response(
         request,
         exc.status_code,
@@ -161,7 +165,7 @@ async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse
         exc.error_type,
         code=exc.code,
         param=exc.param,
-        headers=exc.headers,
+        headers=headers,
     )
 
 
@@ -202,6 +206,7 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
         "Internal error in the proxy; the request id identifies it in the logs.",
         "server_error",
         code="internal_error",
+        headers={"x-should-retry": "false"},
     )
 
 

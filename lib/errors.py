@@ -17,6 +17,8 @@ ProxyError                          500 server_error
     └── UpstreamTimeoutError        504 timeout_error
 
 Messages are written for the caller: they never hold a secret or the caller's prompt.
+`should_retry` is what the answer tells the caller's client (`x-should-retry`): False where
+this proxy has done the retrying, or retrying cannot help; None leaves it to the client.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ProxyError(Exception):
     status_code = 500
     error_type = "server_error"
     code = "internal_error"
+    should_retry: bool | None = False
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class ClientRequestError(ProxyError):
     status_code = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+    should_retry = None
 
 
 class InvalidFieldError(ClientRequestError):

@@ -2,19 +2,45 @@
 
 Only failures that say "try later" are retried (connect errors, 429, 502, 503, 504), and
 only while the request's deadline leaves room for the wait and one more attempt.
+Retries happen in one place: when this proxy has made its attempts, it tells the caller's
+client not to repeat them (`GiveUp.SPENT`); when it could not wait, or retries are off,
+the client may retry, after the server's hint if there is one (`GiveUp.DEFERRED`).
 """
 
 from __future__ import annotations
 
 import email.utils
+import enum
 import json
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # The least time worth starting an attempt with; a wait that leaves less is not taken.
 MIN_ATTEMPT_S = 1.0
+
+
+class GiveUp(enum.Enum):
+    """Why no further attempt is made, which decides what the caller's client is told."""
+
+    FINAL = "final"  # a failure that trying again does not fix
+    SPENT = "spent"  # this proxy made its attempts: the client should not repeat them
+    DEFERRED = "deferred"  # the wait did not fit the deadline, or retries are off: client's call
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """After a failed attempt: wait `delay_s` and try again, or give up for `give_up`'s reason.
+
+    `hint_s` is the wait the server asked for (`Retry-After`, a loading model's
+    `estimated_time`), if it asked.
+    """
+
+    delay_s: float | None = None
+    give_up: GiveUp | None = None
+    hint_s: float | None = None
 
 
 class RetryPolicy:
@@ -33,33 +59,42 @@ class RetryPolicy:
         self._max_delay_s = max_delay_s
         self._rng = rng or random.Random()
 
-    def delay_after_connect_error(self, attempt: int, remaining_s: float) -> float | None:
-        """The wait before retrying a connection that failed, or None to give up."""
-        return self._fit(attempt, self._backoff(attempt), remaining_s)
+    def after_connect_error(self, attempt: int, remaining_s: float) -> RetryDecision:
+        """Whether, and after how long, to retry a connection that failed."""
+        return self._fit(attempt, None, remaining_s)
 
-    def delay_after_status(
+    def after_timeout(self) -> RetryDecision:
+        """The deadline passed: the proxy spent the request's time (unless it does not retry)."""
+        return RetryDecision(give_up=GiveUp.DEFERRED if self.max_attempts == 1 else GiveUp.SPENT)
+
+    def after_status(
         self, attempt: int, status: int, headers: Mapping[str, str], body: bytes, remaining_s: float
-    ) -> float | None:
-        """The wait before retrying after `status`, or None to give up and report it.
+    ) -> RetryDecision:
+        """Whether, and after how long, to retry after the upstream answered `status`.
 
         A `Retry-After` header (seconds or an HTTP date) or a loading model's
         `estimated_time` is honoured when it fits the deadline, and never shortened.
         """
         if status not in RETRY_STATUSES:
-            return None
+            return RetryDecision(give_up=GiveUp.FINAL)
         hint = retry_after_seconds(headers.get("retry-after"))
         if hint is None and status == 503:
             hint = _estimated_time(body)
-        return self._fit(attempt, self._backoff(attempt) if hint is None else hint, remaining_s)
+        return self._fit(attempt, hint, remaining_s)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._max_delay_s, self._base_delay_s * 2 ** (attempt - 1))
         return self._rng.uniform(0, ceiling)
 
-    def _fit(self, attempt: int, delay: float, remaining_s: float) -> float | None:
-        if attempt >= self.max_attempts or delay + MIN_ATTEMPT_S > remaining_s:
-            return None
-        return delay
+    def _fit(self, attempt: int, hint: float | None, remaining_s: float) -> RetryDecision:
+        if self.max_attempts == 1:
+            return RetryDecision(give_up=GiveUp.DEFERRED, hint_s=hint)
+        if attempt >= self.max_attempts:
+            return RetryDecision(give_up=GiveUp.SPENT, hint_s=hint)
+        delay = self._backoff(attempt) if hint is None else hint
+        if delay + MIN_ATTEMPT_S > remaining_s:
+            return RetryDecision(give_up=GiveUp.DEFERRED, hint_s=hint)
+        return RetryDecision(delay_s=delay, hint_s=hint)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

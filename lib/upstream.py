@@ -29,7 +29,7 @@ from lib.errors import (
     UpstreamTimeoutError,
 )
 from lib.redaction import Redactor
-from lib.retries import RetryPolicy, retry_after_seconds
+from lib.retries import GiveUp, RetryDecision, RetryPolicy, retry_after_seconds
 from lib.settings import Settings
 
 # Far above any chat or embedding answer, far below what would hurt a 2 GB function.
@@ -148,24 +148,25 @@ class UpstreamClient:
             except TimeoutError as exc:
                 raise self._timeout_error() from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                delay = self._retry.delay_after_connect_error(attempt, call.deadline - loop.time())
-                if delay is None:
-                    raise _transport_error(exc) from exc
+                decision = self._retry.after_connect_error(attempt, call.deadline - loop.time())
+                if decision.delay_s is None:
+                    raise _with_retry_advice(_transport_error(exc), decision) from exc
             except httpx.HTTPError as exc:
                 raise _transport_error(exc) from exc
             else:
-                delay = self._retry.delay_after_status(
+                decision = self._retry.after_status(
                     attempt,
                     response.status_code,
                     response.headers,
                     content,
                     call.deadline - loop.time(),
                 )
-                if delay is None:
-                    raise self._error_for_status(
+                if decision.delay_s is None:
+                    error = self._error_for_status(
                         response.status_code, content, response.headers, call.model
                     )
-            await asyncio.sleep(delay)
+                    raise _with_retry_advice(error, decision)
+            await asyncio.sleep(decision.delay_s)
 
     async def aclose(self) -> None:
         """Close the pool; a later call opens a new one."""
@@ -214,9 +215,10 @@ class UpstreamClient:
         )
 
     def _timeout_error(self) -> UpstreamTimeoutError:
-        return UpstreamTimeoutError(
+        error = UpstreamTimeoutError(
             f"The upstream did not answer within the {self._timeout_s:g} s request deadline."
         )
+        return _with_retry_advice(error, self._retry.after_timeout())
 
     def _error_for_status(
         self, status: int, content: bytes, headers: httpx.Headers, model: str
@@ -405,6 +407,20 @@ def _as_httpx_error(exc: httpx.HTTPError) -> httpx.HTTPError:
     if isinstance(cause, aiohttp.ClientConnectorError):
         return httpx.ConnectError(str(cause))
     return httpx.RemoteProtocolError(str(cause))
+
+
+def _with_retry_advice[E: ProxyError](error: E, decision: RetryDecision) -> E:
+    """Tell the caller's client whether to retry what this proxy gave up on.
+
+    After the proxy's own attempts, the error's default stands (`x-should-retry: false` for
+    upstream failures); when it could not wait or does not retry, the client may, after the
+    server's hint (`Retry-After`) when there is one.
+    """
+    if decision.give_up is GiveUp.DEFERRED:
+        error.should_retry = None
+        if decision.hint_s is not None and "Retry-After" not in error.headers:
+            error.headers["Retry-After"] = str(math.ceil(decision.hint_s))
+    return error
 
 
 def _transport_error(exc: httpx.HTTPError) -> ProxyError:
