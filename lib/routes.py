@@ -6,14 +6,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Path, Request, Security
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lib import __version__, embeddings, inference
 from lib.auth import ClientKeys
-from lib.model_ids import is_model_allowed
+from lib.errors import NotFoundError
+from lib.model_ids import is_model_allowed, is_valid_model_id
 from lib.request_body import read_json_request
 from lib.schemas import (
     ChatCompletionRequest,
@@ -185,20 +186,41 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Embeddi
 async def list_models(request: Request) -> ModelList:
     """The models this deployment serves; with `ALLOWED_MODELS=*`, the two defaults."""
     settings = _services(request).settings
-    tasks = {
+    tasks = _default_tasks(settings)
+    ids = [m for m in tasks if is_model_allowed(m, settings.allowed_models)]
+    ids += [m for m in settings.allowed_models if m != "*" and m not in tasks]
+    return ModelList(data=[_model_card(m, tasks) for m in ids])
+
+
+@inference_router.get(
+    "/v1/models/{model:path}", tags=["OpenAI-compatible"], summary="Describe an allowed model"
+)
+async def retrieve_model(
+    model: Annotated[str, Path(description="A model id, `org/name[:provider]`.")],
+    request: Request,
+) -> ModelCard:
+    """One model of this deployment (the SDKs' `models.retrieve`); 404 for any other."""
+    settings = _services(request).settings
+    if not is_valid_model_id(model) or not is_model_allowed(model, settings.allowed_models):
+        raise NotFoundError(
+            f"The model '{model[:100]}' does not exist on this deployment; "
+            "GET /v1/models lists the models it serves.",
+            param="model",
+            code="model_not_found",
+        )
+    return _model_card(model, _default_tasks(settings))
+
+
+def _default_tasks(settings: Settings) -> dict[str, str]:
+    return {
         settings.default_model: "chat-completion",
         settings.embedding_model: "feature-extraction",
     }
-    ids = [m for m in tasks if is_model_allowed(m, settings.allowed_models)]
-    ids += [m for m in settings.allowed_models if m != "*" and m not in tasks]
-    return ModelList(
-        data=[
-            ModelCard(
-                id=m, owned_by=m.split("/")[0] if "/" in m else "huggingface", task=tasks.get(m)
-            )
-            for m in ids
-        ]
-    )
+
+
+def _model_card(model: str, tasks: dict[str, str]) -> ModelCard:
+    owner = model.split("/")[0] if "/" in model else "huggingface"
+    return ModelCard(id=model, owned_by=owner, task=tasks.get(model))
 
 
 @public_router.get("/api/health", tags=["Service"], summary="Health and configuration")
