@@ -4,6 +4,7 @@ It answers the routes promptgate calls with the shapes the real router answers, 
 records what it received so tests can check what reached "the upstream":
     POST /v1/chat/completions                        hub-docs `tasks/chat-completion.md`
     POST /hf-inference/models/{m}/pipeline/feature-extraction   one vector per input
+    POST /hf-inference/models/{m}/pipeline/{task}    that task (`lib/standin_tasks.py`)
     POST /hf-inference/models/{m}                    the model's task, guessed from its name
 Errors are the ones listed in the platform notes ("Errors seen"). A model whose name
 holds "missing" is unknown (404, text/plain, as hf-inference answers).
@@ -24,9 +25,7 @@ Never imported by the production app.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -37,6 +36,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from lib.standin_tasks import guess_task, task_answer
+from lib.standin_tasks import text_vector as _vector
 
 STANDIN_TOKEN = "hf_standin_local_token_not_a_secret"
 
@@ -157,9 +159,9 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         fault = next_fault(inputs if isinstance(inputs, str) else "")
         if refused := await refusal(request, body, model, fault):
             return refused
-        if not isinstance(inputs, str):
-            return _error(422)
-        return JSONResponse(_task_answer(model, inputs, body.get("parameters") or {}))
+        task = request.path_params.get("task") or guess_task(model)
+        answer = task_answer(task, inputs, body.get("parameters") or {})
+        return _error(422) if answer is None else JSONResponse(answer)
 
     async def list_models(request: Request) -> Response:
         _record(state, request, None)
@@ -176,46 +178,12 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
                 feature_extraction,
                 methods=["POST"],
             ),
+            Route("/hf-inference/models/{model:path}/pipeline/{task}", run_task, methods=["POST"]),
             Route("/hf-inference/models/{model:path}", run_task, methods=["POST"]),
         ]
     )
     app.state.standin = state
     return app
-
-
-EMBEDDING_DIMENSIONS = 384
-
-
-def _vector(text: str) -> list[float]:
-    """A deterministic unit vector for `text`, 384 wide like all-MiniLM-L6-v2."""
-    seed = hashlib.sha256(text.encode()).digest()
-    raw = [(seed[i % 32] - 127.5) / 127.5 + i / 1000 for i in range(EMBEDDING_DIMENSIONS)]
-    norm = math.sqrt(sum(x * x for x in raw))
-    return [round(x / norm, 6) for x in raw]
-
-
-def _task_answer(model: str, text: str, parameters: dict[str, Any]) -> Any:
-    """What hf-inference answers for the model's task, guessed from the model's name.
-
-    Shapes: huggingface.js `packages/tasks/src/tasks/<task>/spec/output.json`, as the
-    official clients parse them (text classification comes back nested one level).
-    """
-    name = model.lower()
-    if "sentiment" in name or "sst" in name or "classif" in name:
-        positive = 0.9 if "love" in text.lower() or "good" in text.lower() else 0.2
-        labels = [
-            {"label": "POSITIVE", "score": positive},
-            {"label": "NEGATIVE", "score": round(1 - positive, 6)},
-        ]
-        labels.sort(key=lambda item: -item["score"])
-        return [labels[: parameters.get("top_k") or 2]]
-    if "summar" in name or "bart" in name:
-        return [{"summary_text": " ".join(text.split()[:8])}]
-    if "ner" in name or "token" in name:
-        word = text.split()[0] if text.split() else ""
-        return [{"entity_group": "PER", "score": 0.99, "word": word, "start": 0, "end": len(word)}]
-    said = " ".join(text.split()[:20])
-    return [{"generated_text": f"Hello from the stand-in upstream! You said: {said}"}]
 
 
 def _record(state: StandinState, request: Request, body: Any) -> None:
