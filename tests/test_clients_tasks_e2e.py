@@ -213,3 +213,34 @@ def test_huggingface_hub_task_at_the_root_is_told_where_to_go(live: Live) -> Non
     with pytest.raises(HfHubHTTPError, match="/models/<org>/<name>") as caught:
         client.text_classification("I love it")
     assert caught.value.response.status_code == 404
+
+
+def test_langchain_openai_embeddings_of_a_thousand_texts(live: Live) -> None:
+    """The README's snippet: LangChain sends its batch of 1,000 texts in one request."""
+    from langchain_openai import OpenAIEmbeddings
+
+    before = len(live.standin.received)
+    embeddings = OpenAIEmbeddings(
+        model=EMBEDDER,
+        base_url=f"{live.url}/v1",
+        api_key=CANARY_KEY,
+        check_embedding_ctx_length=False,
+        max_retries=0,
+    )
+    vectors = embeddings.embed_documents(TEXTS)
+    assert len(vectors) == 1000
+    assert vectors[640] == pytest.approx(text_vector(TEXTS[640]), abs=1e-6)
+    assert len(live.standin.received) - before == 32
+
+
+def test_token_ids_as_langchain_sends_them_by_default_are_refused_with_the_fix(
+    live: Live,
+) -> None:
+    """What `OpenAIEmbeddings()` sends without `check_embedding_ctx_length=False` (its
+    tokenizer needs a download, so the ids are sent here through the openai SDK)."""
+    import openai
+
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        openai_client(live).embeddings.create(model=EMBEDDER, input=[[15339, 1917], [3]])
+    assert caught.value.body["param"] == "input"
+    assert "check_embedding_ctx_length=False" in caught.value.message
