@@ -158,7 +158,7 @@ def _header_safe(text: str, limit: int = 300) -> str:
 async def _handle_proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
     headers = dict(exc.headers)
     if exc.should_retry is not None:
-        # Read by the openai SDKs, so that a client does not repeat the proxy's own retries.
+        # Read by the openai SDK, so that a client does not repeat the proxy's own retries.
         headers["x-should-retry"] = "true" if exc.should_retry else "false"
     return error_response(
         request,

@@ -132,7 +132,8 @@ _PYTHON_OUTPUTS = [
     "Hello from the stand-in upstream! You said: Hello!",
     "Hello from the stand-in upstream! You said: Hello!",
     "2 vectors of 384",
-    "POSITIVE\n(384,)",
+    "2 vectors",
+    "POSITIVE\n(384,)\n[0.324246, -0.006319]",
 ]
 
 
