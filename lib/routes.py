@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from lib import __version__, embeddings, inference
 from lib.auth import ClientKeys
 from lib.errors import NotFoundError
+from lib.large_json import json_response
 from lib.model_ids import is_model_allowed, is_valid_model_id
 from lib.request_body import read_json_request
 from lib.schemas import (
@@ -172,14 +173,15 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
     summary="Create embeddings",
     response_model=EmbeddingResponse,
 )
-async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Embed one text or a list of texts with a feature-extraction model."""
     services = _services(request)
     model = inference.resolve_embedding_model(body.model, services.settings)
     call = start_upstream_call(request, model)
-    return await embeddings.create_embeddings(
+    result = await embeddings.create_embeddings(
         services.upstream, body, call, services.settings.embedding_batch_size
     )
+    return json_response(result.model_dump_json().encode())
 
 
 @inference_router.get("/v1/models", tags=["OpenAI-compatible"], summary="List the allowed models")

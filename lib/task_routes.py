@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lib import embeddings, inference
 from lib.errors import NotFoundError
+from lib.large_json import json_response
 from lib.routes import (
     ERROR_STATUSES,
     SSE_CONTENT,
@@ -130,7 +131,7 @@ async def run_pipeline(
         call,
         services.settings.embedding_batch_size,
     )
-    return Response(content, media_type="application/json")
+    return json_response(content)
 
 
 @task_router.post(

@@ -149,3 +149,25 @@ def test_feature_extraction_task_route_refuses_more_than_the_maximum(
     assert response.status_code == 422
     assert "At most 2048 inputs" in response.json()["error"]
     assert not embedder.bodies
+
+
+def test_an_answer_over_vercel_s_cap_is_streamed_in_pieces(client: TestClient) -> None:
+    """2,048 vectors as float JSON outgrow Vercel's 4.5 MB unless sent in pieces."""
+    texts = [f"text {i}" for i in range(2048)]
+
+    async def wide_vectors(request: httpx.Request) -> httpx.Response:
+        inputs = json.loads(request.content)["inputs"]
+        return httpx.Response(200, json=[[0.123456789] * 384 for _ in inputs])
+
+    app = create_app(
+        make_settings(hf_base_url="https://upstream.test"),
+        transport=httpx.MockTransport(wide_vectors),
+    )
+    with TestClient(audited(app)) as big_client:
+        response = big_client.post("/v1/embeddings", json={"input": texts}, headers=AUTH)
+    assert response.status_code == 200
+    assert len(response.content) > 4_500_000
+    assert "content-length" not in response.headers
+    assert len(response.json()["data"]) == 2048
+    small = client.post("/v1/embeddings", json={"input": ["text 1"]}, headers=AUTH)
+    assert int(small.headers["content-length"]) == len(small.content)
