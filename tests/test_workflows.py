@@ -52,7 +52,7 @@ def _parse_workflow(name: str) -> dict[str, Any]:
 
 
 def test_workflows_exist() -> None:
-    assert {"ci.yml", "deploy.yml"} <= {p.name for p in WORKFLOWS.glob("*.yml")}
+    assert {"ci.yml", "deploy.yml", "space.yml"} <= {p.name for p in WORKFLOWS.glob("*.yml")}
 
 
 def test_zizmor_finds_nothing() -> None:
@@ -113,7 +113,7 @@ def test_schema_check_is_offline_and_rejects_a_broken_workflow(tmp_path: Path) -
     assert "Schema validation errors" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "deploy.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "deploy.yml", "space.yml"])
 def test_every_action_is_pinned_by_commit_with_its_version(name: str) -> None:
     uses = _uses_lines(_workflow_text(name))
     assert uses, "expected at least one action"
@@ -121,7 +121,7 @@ def test_every_action_is_pinned_by_commit_with_its_version(name: str) -> None:
         assert _PINNED_USES.match(line), line
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "deploy.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "deploy.yml", "space.yml"])
 def test_checkouts_keep_no_credentials(name: str) -> None:
     workflow = _parse_workflow(name)
     for job in workflow["jobs"].values():
@@ -168,6 +168,31 @@ def test_deploy_runs_after_tests_with_the_pinned_cli_and_secrets_from_env() -> N
     assert deploy["env"]["VERCEL_ORG_ID"] == "${{ secrets.VERCEL_ORG_ID }}"
     assert deploy["env"]["VERCEL_PROJECT_ID"] == "${{ secrets.VERCEL_PROJECT_ID }}"
     # No expression is ever pasted into a shell script.
+    assert all("${{" not in run for run in runs)
+
+
+def test_space_push_runs_after_tests_only_when_configured_with_the_token_from_env() -> None:
+    workflow = _parse_workflow("space.yml")
+    assert workflow["on"] == {"push": {"branches": ["main"]}}
+    assert workflow["permissions"] == {}
+    assert workflow["concurrency"]["cancel-in-progress"] is False
+    # The Space gets only what CI passes: the same test job, skipped (with the push after it)
+    # when the repository variable HF_SPACE is unset.
+    assert workflow["jobs"]["test"]["steps"] == _parse_workflow("ci.yml")["jobs"]["test"]["steps"]
+    assert workflow["jobs"]["test"]["if"] == "vars.HF_SPACE != ''"
+    push = workflow["jobs"]["push"]
+    assert push["needs"] == "test"
+    assert "if" not in push
+    assert push["permissions"] == {"contents": "read"}
+    runs = [s.get("run", "") for s in push["steps"]]
+    assert runs[-1] == 'python3 scripts/push_space.py "https://huggingface.co/spaces/$HF_SPACE"'
+    assert push["steps"][-1]["env"] == {
+        "HF_SPACE": "${{ vars.HF_SPACE }}",
+        "HF_SPACE_TOKEN": "${{ secrets.HF_SPACE_TOKEN }}",
+    }
+    # The token is used in that one step alone, and no expression is pasted into a script.
+    text = _workflow_text("space.yml")
+    assert text.count("secrets.") == 1
     assert all("${{" not in run for run in runs)
 
 
