@@ -1,4 +1,8 @@
-"""`make dev`: serve promptgate on loopback; offline against the stand-in when HF_TOKEN is unset."""
+"""`make dev`: serve promptgate on loopback; offline against the stand-in when HF_TOKEN is unset.
+
+With `UPSTREAM_API=openai` and no token, a server named by `HF_BASE_URL` (a local Ollama) is
+used as it is; left at the router's URL, the stand-in plays an OpenAI-compatible server.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import sys
 
 from pydantic import SecretStr
 
-from lib.settings import Settings, SettingsError, load_settings
+from lib.settings import DEFAULT_HF_BASE_URL, Settings, SettingsError, load_settings
 
 DEV_CLIENT_KEY = "promptgate-dev-key"
 
@@ -34,18 +38,17 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
 
     servers = []
     notes = []
-    if settings.hf_token is None:
+    openai = settings.upstream_api == "openai"
+    if _needs_standin(settings):
         from lib.standin import STANDIN_TOKEN, StandinState, create_standin_app
 
         standin_socket = _bind("127.0.0.1", 0)
         standin_port = standin_socket.getsockname()[1]
-        updates: dict = {
-            "hf_token": SecretStr(STANDIN_TOKEN),
-            "hf_base_url": f"http://127.0.0.1:{standin_port}",
-        }
-        notes.append(
-            f"No HF_TOKEN set: answering from the offline stand-in upstream on port {standin_port}."
-        )
+        updates: dict = {"hf_base_url": f"http://127.0.0.1:{standin_port}"}
+        if not openai:  # an OpenAI-compatible server may need no token: show that path
+            updates["hf_token"] = SecretStr(STANDIN_TOKEN)
+        kind = "an OpenAI-compatible model server" if openai else "the offline stand-in upstream"
+        notes.append(f"No HF_TOKEN set: answering from {kind} on port {standin_port}.")
         if settings.allowlist_defaulted:
             # The stand-in costs nothing: let every task route and model be tried offline.
             updates["allowed_models"] = ["*"]
@@ -54,12 +57,15 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
             updates["proxy_api_keys"] = [SecretStr(DEV_CLIENT_KEY)]
             notes.append(f"No PROXY_API_KEYS set: the client key is '{DEV_CLIENT_KEY}'.")
         settings = settings.model_copy(update=updates)
-        standin = create_standin_app(StandinState(token_delay_s=0.05))
+        token = None if openai else STANDIN_TOKEN
+        state = StandinState(token_delay_s=0.05, token=token, api=settings.upstream_api)
+        standin = create_standin_app(state)
         config = uvicorn.Config(standin, log_level="warning", access_log=False)
         servers.append(uvicorn.Server(config).serve(sockets=[standin_socket]))
     else:
+        with_token = "with the HF_TOKEN from the environment" if settings.hf_token else "no token"
         notes.append(
-            f"Forwarding to {settings.hf_base_url} with the HF_TOKEN from the environment."
+            f"Forwarding to {settings.hf_base_url} ({settings.upstream_api}), {with_token}."
         )
     app = create_app(settings)
     proxy_socket = _bind(host, port)
@@ -67,6 +73,14 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     servers.append(uvicorn.Server(config).serve(sockets=[proxy_socket]))
     _print_banner(host, port, notes)
     await asyncio.gather(*servers)
+
+
+def _needs_standin(settings: Settings) -> bool:
+    """No token and nothing else to forward to: the router needs a token, while an
+    OpenAI-compatible server named in HF_BASE_URL (a local Ollama) may take none."""
+    if settings.hf_token is not None:
+        return False
+    return settings.upstream_api == "hf-router" or settings.hf_base_url == DEFAULT_HF_BASE_URL
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,4 +1,7 @@
-"""Embeddings: OpenAI's `/v1/embeddings` served by Hugging Face's feature-extraction pipeline."""
+"""Embeddings: OpenAI's `/v1/embeddings` served by Hugging Face's feature-extraction pipeline.
+
+With `UPSTREAM_API=openai`, relayed to the server's own `/v1/embeddings` instead.
+"""
 
 from __future__ import annotations
 
@@ -176,3 +179,68 @@ def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
         # Little-endian float32, which is what the OpenAI SDK decodes.
         return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return vector
+
+
+OPENAI_EMBEDDINGS_PATH = "/v1/embeddings"
+
+
+async def relay_openai_embeddings(
+    upstream: UpstreamClient, body: EmbeddingRequest, call: UpstreamCall
+) -> EmbeddingResponse:
+    """Embeddings from an OpenAI-compatible server (`UPSTREAM_API=openai`), as the caller asked.
+
+    The request goes to `/v1/embeddings` as sent, with the resolved model; the server is asked
+    for floats, which every such server returns (not all of them honour base64), and the
+    vectors are then encoded as the caller asked. The server's token counts are passed on.
+    """
+    payload = body.model_dump(exclude_unset=True)
+    payload.update(model=call.model, encoding_format="float")
+    reply = await upstream.post_json(OPENAI_EMBEDDINGS_PATH, payload, call)
+    count = 1 if isinstance(body.input, str) else len(body.input)
+    vectors = _openai_vectors(reply.data, count)
+    if body.dimensions is not None and body.dimensions != len(vectors[0]):
+        raise ClientRequestError(
+            f"The model '{call.model}' returned {len(vectors[0])} dimensions, not the "
+            f"{body.dimensions} asked; omit 'dimensions' or set it to {len(vectors[0])}.",
+            param="dimensions",
+            code="unsupported_dimensions",
+        )
+    usage = reply.data.get("usage")
+    if isinstance(usage, dict) and all(
+        isinstance(usage.get(k), int) for k in ("prompt_tokens", "total_tokens")
+    ):
+        counted = EmbeddingUsage(
+            prompt_tokens=usage["prompt_tokens"], total_tokens=usage["total_tokens"]
+        )
+    else:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        words = sum(len(text.split()) for text in texts)
+        counted = EmbeddingUsage(prompt_tokens=words, total_tokens=words)
+    return EmbeddingResponse(
+        data=[
+            Embedding(index=i, embedding=_encode(vector, body.encoding_format))
+            for i, vector in enumerate(vectors)
+        ],
+        model=call.model,
+        usage=counted,
+    )
+
+
+def _openai_vectors(data: Any, count: int) -> list[list[float]]:
+    """The vectors of an OpenAI embeddings list, in input order, all of one length."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != count:
+        raise UpstreamError("The upstream answered with an unexpected embeddings shape.")
+    by_index: dict[int, list[float]] = {}
+    for position, item in enumerate(items):
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        index = item.get("index", position) if isinstance(item, dict) else None
+        if not _is_vector(vector) or not isinstance(index, int) or index in by_index:
+            raise UpstreamError("The upstream answered with an unexpected embeddings shape.")
+        by_index[index] = [float(x) for x in vector]
+    if sorted(by_index) != list(range(count)):
+        raise UpstreamError("The upstream answered with an unexpected embeddings shape.")
+    vectors = [by_index[i] for i in range(count)]
+    if len({len(v) for v in vectors}) != 1:
+        raise UpstreamError("The upstream answered with vectors of different lengths.")
+    return vectors

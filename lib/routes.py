@@ -178,9 +178,12 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     services = _services(request)
     model = inference.resolve_embedding_model(body.model, services.settings)
     call = start_upstream_call(request, model)
-    result = await embeddings.create_embeddings(
-        services.upstream, body, call, services.settings.embedding_batch_size
-    )
+    if services.settings.upstream_api == "openai":
+        result = await embeddings.relay_openai_embeddings(services.upstream, body, call)
+    else:
+        result = await embeddings.create_embeddings(
+            services.upstream, body, call, services.settings.embedding_batch_size
+        )
     return json_response(result.model_dump_json().encode())
 
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     hf_token: SecretStr | None = None
     hf_base_url: str = DEFAULT_HF_BASE_URL
+    # What HF_BASE_URL speaks: Hugging Face's router (chat, feature extraction, task routes),
+    # or any OpenAI-compatible server (chat and /v1/embeddings only; HF_TOKEN optional).
+    upstream_api: Literal["hf-router", "openai"] = "hf-router"
     default_model: str = DEFAULT_CHAT_MODEL
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     allowed_models: CommaList = Field(default_factory=list)
@@ -114,6 +117,11 @@ class Settings(BaseSettings):
             elif len(secret) < 8:
                 raise ValueError("each key must be at least 8 characters long")
         return value
+
+    @field_validator("upstream_api", mode="before")
+    @classmethod
+    def _lower_upstream_api(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,6 +6,9 @@ records what it received so tests can check what reached "the upstream":
     POST /hf-inference/models/{m}/pipeline/feature-extraction   one vector per input
     POST /hf-inference/models/{m}/pipeline/{task}    that task (`lib/standin_tasks.py`)
     POST /hf-inference/models/{m}                    the model's task, guessed from its name
+With `StandinState(api="openai")` it is an OpenAI-compatible model server instead (vLLM,
+Ollama, TGI/TEI): the same chat routes, `POST /v1/embeddings` (OpenAI's list shape, floats or
+base64) and no hf-inference routes. With `token=None` it takes requests without a token.
 Errors are the ones listed in the platform notes ("Errors seen"). A model whose name
 holds "missing" is unknown (404, text/plain, as hf-inference answers).
 
@@ -25,19 +28,21 @@ Never imported by the production app.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from lib.standin_tasks import guess_task, task_answer
+from lib.standin_tasks import EMBEDDING_DIMENSIONS, guess_task, task_answer
 from lib.standin_tasks import text_vector as _vector
 
 STANDIN_TOKEN = "hf_standin_local_token_not_a_secret"
@@ -86,7 +91,8 @@ class StreamEnd:
 class StandinState:
     """What the stand-in was sent, newest last, and how it behaves."""
 
-    token: str = STANDIN_TOKEN
+    token: str | None = STANDIN_TOKEN  # None: no token needed (a local model server)
+    api: Literal["hf-router", "openai"] = "hf-router"
     token_delay_s: float = 0.0
     slow_s: float = 5.0
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -104,7 +110,7 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
     ) -> Response | None:
         """What the router would answer instead, if anything: bad token, unknown model, a fault."""
         _record(state, request, body)
-        if request.headers.get("authorization") != f"Bearer {state.token}":
+        if state.token and request.headers.get("authorization") != f"Bearer {state.token}":
             return _error(401)
         if fault and fault.delay_s and not await _wait_unless_gone(request, fault.delay_s):
             state.hangups.append(time.monotonic())
@@ -163,16 +169,31 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         answer = task_answer(task, inputs, body.get("parameters") or {})
         return _error(422) if answer is None else JSONResponse(answer)
 
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        fault = next_fault(texts[0] if isinstance(texts, list) and texts else "")
+        if refused := await refusal(request, body, body.get("model") or "unknown", fault):
+            return refused
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return _error(422)
+        return JSONResponse(_openai_embeddings(body.get("model"), texts, body))
+
     async def list_models(request: Request) -> Response:
         _record(state, request, None)
         return JSONResponse(
             {"object": "list", "data": [{"id": "HuggingFaceTB/SmolLM3-3B", "object": "model"}]}
         )
 
-    app = Starlette(
-        routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/models", list_models, methods=["GET"]),
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+    ]
+    if state.api == "openai":
+        routes.append(Route("/v1/embeddings", embeddings, methods=["POST"]))
+    else:
+        routes += [
             Route(
                 "/hf-inference/models/{model:path}/pipeline/feature-extraction",
                 feature_extraction,
@@ -181,9 +202,31 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
             Route("/hf-inference/models/{model:path}/pipeline/{task}", run_task, methods=["POST"]),
             Route("/hf-inference/models/{model:path}", run_task, methods=["POST"]),
         ]
-    )
+    app = Starlette(routes=routes)
     app.state.standin = state
     return app
+
+
+def _openai_embeddings(model: Any, texts: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's embeddings list, as vLLM and Ollama answer it; `dimensions` shortens vectors."""
+    width = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    vectors = [_vector(text)[:width] for text in texts]
+    if body.get("encoding_format") == "base64":
+        encoded: list[Any] = [
+            base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors
+        ]
+    else:
+        encoded = vectors
+    tokens = sum(len(text.split()) for text in texts)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": vector}
+            for i, vector in enumerate(encoded)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _record(state: StandinState, request: Request, body: Any) -> None:

@@ -3,6 +3,8 @@
 Bodies pass through as JSON to the hf-inference provider; only the model id, validated
 and allowlisted, reaches the upstream path. Errors on these routes take the shape the
 Hugging Face client reads (`{"error": "..."}` and `X-Error-Message`), set by the app factory.
+With `UPSTREAM_API=openai` the task routes answer 404 (only the router has hf-inference);
+a model's chat route still works, since it is plain chat.
 """
 
 from __future__ import annotations
@@ -98,6 +100,17 @@ task_router = APIRouter(
 )
 
 
+async def require_hf_router(request: Request) -> None:
+    """Refuse a task route when the upstream is not Hugging Face's router."""
+    if request.app.state.services.settings.upstream_api != "hf-router":
+        raise NotFoundError(
+            "Hugging Face task routes need Hugging Face's router (UPSTREAM_API=hf-router); "
+            "this deployment forwards to an OpenAI-compatible server. "
+            "Use /v1/chat/completions or /v1/embeddings.",
+            code="needs_hf_router",
+        )
+
+
 TaskName = Annotated[
     str,
     Path(
@@ -108,7 +121,11 @@ TaskName = Annotated[
 ]
 
 
-@task_router.post("/{model:path}/pipeline/{task}", summary="Run one of the model's pipelines")
+@task_router.post(
+    "/{model:path}/pipeline/{task}",
+    summary="Run one of the model's pipelines",
+    dependencies=[Depends(require_hf_router)],
+)
 async def run_pipeline(
     model: TaskModel, task: TaskName, body: TaskRequest, request: Request
 ) -> Response:
@@ -148,7 +165,11 @@ async def create_model_chat_completion(
     return await answer_chat(body, resolved, request)
 
 
-@task_router.post("/{model:path}", summary="Run the model's task on hf-inference")
+@task_router.post(
+    "/{model:path}",
+    summary="Run the model's task on hf-inference",
+    dependencies=[Depends(require_hf_router)],
+)
 async def run_task(model: TaskModel, body: TaskRequest, request: Request) -> Response:
     """Forward any task body (classification, summarization, generation, ...) as JSON."""
     return await _forward(model, inference.task_path, body, request)

@@ -78,6 +78,8 @@ class UpstreamClient:
         self._base_url = settings.hf_base_url
         self._token = settings.hf_token.get_secret_value() if settings.hf_token else None
         self._redactor = Redactor(self._token)
+        # The router always wants a token; an OpenAI-compatible server may want none (Ollama).
+        self._token_required = settings.upstream_api == "hf-router"
         self._timeout_s = settings.request_timeout_s
         self._idle_timeout_s = settings.stream_idle_timeout_s
         self._retry = RetryPolicy(settings.upstream_max_attempts)
@@ -187,7 +189,7 @@ class UpstreamClient:
         return self._transport
 
     def _build_request(self, path: str, body: bytes, request_id: str) -> httpx.Request:
-        if self._token is None:
+        if self._token is None and self._token_required:
             raise NotConfiguredError(
                 "This deployment has no Hugging Face token: set HF_TOKEN in the server's "
                 "environment (for local development, unset it to use the stand-in upstream)."
@@ -199,19 +201,17 @@ class UpstreamClient:
             url = httpx.URL(self._base_url + path)
             if len(self._urls) < 256:
                 self._urls[path] = url
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": f"promptgate/{__version__}",
+            "X-Request-ID": request_id,
+        }
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
         return httpx.Request(
-            "POST",
-            url,
-            content=body,
-            headers={
-                "Authorization": f"Bearer {self._token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json, text/event-stream",
-                "Accept-Encoding": "gzip, deflate",
-                "User-Agent": f"promptgate/{__version__}",
-                "X-Request-ID": request_id,
-            },
-            extensions=self._extensions,
+            "POST", url, content=body, headers=headers, extensions=self._extensions
         )
 
     def _timeout_error(self) -> UpstreamTimeoutError:
