@@ -25,6 +25,7 @@ from lib.app import create_app
 from lib.settings import SettingsError, load_settings
 from lib.standin import EMBEDDING_DIMENSIONS, StandinState, create_standin_app
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
+from tests.secret_audit import AUDIT
 from tests.servers import serve_on_loopback
 
 if TYPE_CHECKING:
@@ -314,3 +315,4 @@ def test_make_dev_in_openai_mode_without_a_token_answers_from_the_standin(
     finally:
         process.terminate()
         process.wait(timeout=10)
+        AUDIT.scan("make dev (openai) stderr", stderr_path.read_bytes())
