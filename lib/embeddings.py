@@ -148,6 +148,12 @@ def sentence_vectors(data: Any, count: int) -> list[list[float]]:
             raise UpstreamError("The upstream answered with an unexpected embedding shape.")
     if len({len(v) for v in vectors}) != 1:
         raise UpstreamError("The upstream answered with vectors of different lengths.")
+    _check_float32_range(vectors)
+    return vectors
+
+
+def _check_float32_range(vectors: list[list[float]]) -> None:
+    """Refuse NaN, infinities and values no float32 holds (base64 encoding could not pack them)."""
     for vector in vectors:
         # A sum is NaN or infinite if any value is; max and min run at C speed.
         if (
@@ -156,7 +162,6 @@ def sentence_vectors(data: Any, count: int) -> list[list[float]]:
             or min(vector) < -_FLOAT32_MAX
         ):
             raise UpstreamError("The upstream answered with a vector value out of range.")
-    return vectors
 
 
 def _is_vector(value: Any) -> bool:
@@ -243,4 +248,5 @@ def _openai_vectors(data: Any, count: int) -> list[list[float]]:
     vectors = [by_index[i] for i in range(count)]
     if len({len(v) for v in vectors}) != 1:
         raise UpstreamError("The upstream answered with vectors of different lengths.")
+    _check_float32_range(vectors)
     return vectors

@@ -23,7 +23,7 @@ import pytest
 
 from lib.app import create_app
 from lib.settings import SettingsError, load_settings
-from lib.standin import EMBEDDING_DIMENSIONS, StandinState, create_standin_app
+from lib.standin import EMBEDDING_DIMENSIONS, Fault, StandinState, create_standin_app
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
 from tests.secret_audit import AUDIT
 from tests.servers import serve_on_loopback
@@ -183,6 +183,47 @@ def test_embeddings_dimensions_pass_through_and_a_mismatch_is_refused(live: Live
     with pytest.raises(BadRequestError) as caught:
         _openai(live).embeddings.create(model=EMBEDDER, input="wider", dimensions=1024)
     assert caught.value.body["param"] == "dimensions"
+
+
+def test_an_ollama_tag_names_an_allowed_embedding_model(live: Live) -> None:
+    # The allowlist's `all-minilm` allows its tags; the model travels in the body, not a path.
+    result = _openai(live).embeddings.create(model="all-minilm:l6-v2", input="tagged")
+    assert len(result.data) == 1
+    assert live.server.received[-1]["json"]["model"] == "all-minilm:l6-v2"
+
+
+def test_vectors_come_back_in_input_order_whatever_order_the_server_sends(live: Live) -> None:
+    live.server.faults.append(
+        Fault(body=b'{"data": [{"index": 1, "embedding": [2.0]}, {"index": 0, "embedding": [1]}]}')
+    )
+    result = _openai(live).embeddings.create(
+        model=EMBEDDER, input=["a", "b"], encoding_format="float"
+    )
+    assert [item.embedding for item in result.data] == [[1.0], [2.0]]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"data": [{"index": 0, "embedding": [1.0]}]}',  # one vector for two inputs
+        b'{"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [2.0]}]}',
+        b'{"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}]}',
+        b'{"data": [{"index": 0, "embedding": [1e39]}, {"index": 1, "embedding": [1.0]}]}',
+        b'{"data": [{"index": 0, "embedding": [NaN]}, {"index": 1, "embedding": [1.0]}]}',
+        b'{"data": [{"index": 0, "embedding": "AAAA"}, {"index": 1, "embedding": [1.0]}]}',
+        b'{"object": "list"}',
+    ],
+)
+def test_an_unusable_embeddings_answer_is_a_502(live: Live, answer: bytes) -> None:
+    live.server.faults.append(Fault(body=answer))
+    reply = httpx.post(
+        f"{live.url}/v1/embeddings",
+        headers={"Authorization": f"Bearer {CANARY_KEY}"},
+        json={"input": ["a", "b"]},
+        timeout=10,
+    )
+    assert reply.status_code == 502, reply.text
+    assert reply.json()["error"]["type"] == "upstream_error"
 
 
 # --- what the router alone has -------------------------------------------------------------
