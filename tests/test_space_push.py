@@ -207,3 +207,14 @@ def test_a_malformed_space_url_is_refused(source: Path) -> None:
     result = _push(source, "https://huggingface.co/spaces/", HF_SPACE_TOKEN=SPACE_TOKEN)
     assert result.returncode == 1
     assert "https://huggingface.co/spaces/OWNER/NAME" in result.stderr
+
+
+def test_a_binary_app_file_stops_the_deploy(source: Path, space: Path) -> None:
+    # Spaces refuse binary files pushed without Xet: better a clear message before pushing.
+    before = _git(space, "rev-parse", "main")
+    (source / "lib" / "static" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    _commit(source, "a binary asset", "lib/static/logo.png")
+    result = _push(source, str(space))
+    assert result.returncode == 1
+    assert "lib/static/logo.png is binary" in result.stderr
+    assert _git(space, "rev-parse", "main") == before
