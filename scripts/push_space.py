@@ -133,13 +133,13 @@ def push_space(repo: Path, remote_url: str, env: dict[str, str]) -> str:
                 shutil.rmtree(entry)
             elif not entry.is_dir():
                 entry.unlink()
-        build_tree(repo, work)
+        files = build_tree(repo, work)
         _git(work, "add", "--all")
         if _git(work, "status", "--porcelain").stdout == "":
             return f"the Space already holds commit {commit}'s app files; nothing pushed"
         _git(work, *_IDENTITY, "commit", "--quiet", "-m", f"Deploy promptgate {commit}")
         _git(work, *auth, "push", "--quiet", "origin", f"HEAD:{SPACE_BRANCH}", env=git_env)
-    return f"pushed promptgate {commit} to the Space"
+    return f"pushed promptgate {commit} to the Space: {len(files)} files"
 
 
 def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
