@@ -22,15 +22,9 @@ def resolve_model(requested: str | None, settings: Settings, default: str | None
 
 
 def resolve_embedding_model(requested: str | None, settings: Settings) -> str:
-    """The feature-extraction model: the requested one, a plain allowed Hub id, or the default.
-
-    An OpenAI-compatible server takes the model in the body, so a tag is fine there
-    (Ollama's `all-minilm:l6-v2`); the router's pipeline path takes a plain Hub id.
-    """
+    """The feature-extraction model: the requested one, a plain allowed Hub id, or the default."""
     if requested is None or requested == PLACEHOLDER_MODEL:
         return settings.embedding_model
-    if settings.upstream_api == "openai":
-        return _allowed(requested, settings)
     return resolve_task_model(requested, settings)
 
 

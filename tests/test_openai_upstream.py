@@ -185,11 +185,21 @@ def test_embeddings_dimensions_pass_through_and_a_mismatch_is_refused(live: Live
     assert caught.value.body["param"] == "dimensions"
 
 
-def test_an_ollama_tag_names_an_allowed_embedding_model(live: Live) -> None:
-    # The allowlist's `all-minilm` allows its tags; the model travels in the body, not a path.
-    result = _openai(live).embeddings.create(model="all-minilm:l6-v2", input="tagged")
-    assert len(result.data) == 1
-    assert live.server.received[-1]["json"]["model"] == "all-minilm:l6-v2"
+def test_a_requested_embedding_model_takes_no_tag_but_the_default_may(live: Live) -> None:
+    from openai import UnprocessableEntityError
+
+    # The API's schema takes a plain id in a request in both modes; a tagged Ollama model
+    # is served as EMBEDDING_MODEL (or under a tag-less alias).
+    with pytest.raises(UnprocessableEntityError):
+        _openai(live).embeddings.create(model="all-minilm:l6-v2", input="tagged")
+    for tagged in _live(StandinState(token=None, api="openai"), embedding_model="all-minilm:l6-v2"):
+        httpx.post(
+            f"{tagged.url}/v1/embeddings",
+            headers={"Authorization": f"Bearer {CANARY_KEY}"},
+            json={"input": "tagged"},
+            timeout=10,
+        ).raise_for_status()
+        assert tagged.server.received[-1]["json"]["model"] == "all-minilm:l6-v2"
 
 
 def test_vectors_come_back_in_input_order_whatever_order_the_server_sends(live: Live) -> None:
