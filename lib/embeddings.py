@@ -10,6 +10,7 @@ import base64
 import json
 import math
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lib.errors import ClientRequestError, InvalidFieldError, UpstreamError
@@ -97,19 +98,31 @@ async def embed_in_batches(
     its error is the request's.
     """
     path = feature_extraction_path(call.model)
-    gate = asyncio.Semaphore(EMBEDDING_CONCURRENCY)
 
     async def embed(batch: list[str]) -> list[Any]:
-        async with gate:
-            reply = await upstream.post_json(path, {**options, "inputs": batch}, call)
+        reply = await upstream.post_json(path, {**options, "inputs": batch}, call)
         return _answer_items(reply.data, len(batch))
+
+    return await _in_batches(texts, batch_size, embed)
+
+
+async def _in_batches(
+    texts: list[str], batch_size: int, embed: Callable[[list[str]], Awaitable[list[Any]]]
+) -> list[Any]:
+    """`embed` on each batch of `batch_size` texts, at most `EMBEDDING_CONCURRENCY` at once;
+    the items in input order. The first batch to fail cancels the others."""
+    gate = asyncio.Semaphore(EMBEDDING_CONCURRENCY)
+
+    async def gated(batch: list[str]) -> list[Any]:
+        async with gate:
+            return await embed(batch)
 
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     if len(batches) == 1:
         return await embed(batches[0])
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(embed(batch)) for batch in batches]
+            tasks = [group.create_task(gated(batch)) for batch in batches]
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
     return [item for task in tasks for item in task.result()]
@@ -190,19 +203,29 @@ OPENAI_EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 async def relay_openai_embeddings(
-    upstream: UpstreamClient, body: EmbeddingRequest, call: UpstreamCall
+    upstream: UpstreamClient, body: EmbeddingRequest, call: UpstreamCall, batch_size: int
 ) -> EmbeddingResponse:
     """Embeddings from an OpenAI-compatible server (`UPSTREAM_API=openai`), as the caller asked.
 
-    The request goes to `/v1/embeddings` as sent, with the resolved model; the server is asked
-    for floats, which every such server returns (not all of them honour base64), and the
-    vectors are then encoded as the caller asked. The server's token counts are passed on.
+    The request goes to `/v1/embeddings` as sent, with the resolved model, split in batches of
+    `batch_size` texts as for the router (TEI refuses more than 32 by default); the server is
+    asked for floats, which every such server returns (not all of them honour base64), and
+    the vectors are then encoded as the caller asked. The server's token counts are passed on.
     """
-    payload = body.model_dump(exclude_unset=True)
-    payload.update(model=call.model, encoding_format="float")
-    reply = await upstream.post_json(OPENAI_EMBEDDINGS_PATH, payload, call)
-    count = 1 if isinstance(body.input, str) else len(body.input)
-    vectors = _openai_vectors(reply.data, count)
+    options = body.model_dump(exclude_unset=True, exclude={"input"})
+    options.update(model=call.model, encoding_format="float")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    counts: list[Any] = []
+
+    async def embed(batch: list[str]) -> list[list[float]]:
+        sent = body.input if isinstance(body.input, str) else batch
+        reply = await upstream.post_json(OPENAI_EMBEDDINGS_PATH, {**options, "input": sent}, call)
+        counts.append(reply.data.get("usage"))
+        return _openai_vectors(reply.data, len(batch))
+
+    vectors = await _in_batches(texts, batch_size, embed)
+    if len({len(v) for v in vectors}) != 1:
+        raise UpstreamError("The upstream answered with vectors of different lengths.")
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise ClientRequestError(
             f"The model '{call.model}' returned {len(vectors[0])} dimensions, not the "
@@ -210,15 +233,10 @@ async def relay_openai_embeddings(
             param="dimensions",
             code="unsupported_dimensions",
         )
-    usage = reply.data.get("usage")
-    if isinstance(usage, dict) and all(
-        isinstance(usage.get(k), int) for k in ("prompt_tokens", "total_tokens")
-    ):
-        counted = EmbeddingUsage(
-            prompt_tokens=usage["prompt_tokens"], total_tokens=usage["total_tokens"]
-        )
+    keys = ("prompt_tokens", "total_tokens")
+    if all(isinstance(c, dict) and all(isinstance(c.get(k), int) for k in keys) for c in counts):
+        counted = EmbeddingUsage(**{k: sum(c[k] for c in counts) for k in keys})
     else:
-        texts = [body.input] if isinstance(body.input, str) else body.input
         words = sum(len(text.split()) for text in texts)
         counted = EmbeddingUsage(prompt_tokens=words, total_tokens=words)
     return EmbeddingResponse(
@@ -246,7 +264,5 @@ def _openai_vectors(data: Any, count: int) -> list[list[float]]:
     if sorted(by_index) != list(range(count)):
         raise UpstreamError("The upstream answered with an unexpected embeddings shape.")
     vectors = [by_index[i] for i in range(count)]
-    if len({len(v) for v in vectors}) != 1:
-        raise UpstreamError("The upstream answered with vectors of different lengths.")
     _check_float32_range(vectors)
     return vectors

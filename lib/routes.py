@@ -179,11 +179,10 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     model = inference.resolve_embedding_model(body.model, services.settings)
     call = start_upstream_call(request, model)
     if services.settings.upstream_api == "openai":
-        result = await embeddings.relay_openai_embeddings(services.upstream, body, call)
+        embed = embeddings.relay_openai_embeddings
     else:
-        result = await embeddings.create_embeddings(
-            services.upstream, body, call, services.settings.embedding_batch_size
-        )
+        embed = embeddings.create_embeddings
+    result = await embed(services.upstream, body, call, services.settings.embedding_batch_size)
     return json_response(result.model_dump_json().encode())
 
 

@@ -185,6 +185,17 @@ def test_embeddings_dimensions_pass_through_and_a_mismatch_is_refused(live: Live
     assert caught.value.body["param"] == "dimensions"
 
 
+def test_long_input_lists_go_to_the_server_in_batches_and_come_back_in_order() -> None:
+    texts = [f"text number {i}" for i in range(5)]
+    for live in _live(StandinState(token=None, api="openai"), embedding_batch_size=2):
+        result = _openai(live).embeddings.create(model=EMBEDDER, input=texts)
+        sent = [r["json"]["input"] for r in live.server.received]
+        assert sorted(sent) == [texts[0:2], texts[2:4], texts[4:5]]  # sent concurrently
+        for item, text in zip(result.data, texts, strict=True):
+            assert item.embedding == pytest.approx(_expected_vector(text), abs=1e-6)
+        assert result.usage.prompt_tokens == 15  # the server's counts, summed
+
+
 def test_a_requested_embedding_model_takes_no_tag_but_the_default_may(live: Live) -> None:
     from openai import UnprocessableEntityError
 
