@@ -22,6 +22,7 @@ from lib.body_limit import BodyLimitMiddleware
 from lib.disconnect import CancelOnDisconnectMiddleware
 from lib.errors import ProxyError
 from lib.pages import include_pages
+from lib.responses_routes import responses_router
 from lib.routes import Services, inference_router, public_router
 from lib.settings import Settings, SettingsError, load_settings
 from lib.signpost_routes import signpost_router
@@ -75,6 +76,7 @@ def create_app(
         client_keys=ClientKeys(settings.proxy_api_keys, allow_anonymous=settings.allow_anonymous),
     )
     app.include_router(inference_router)
+    app.include_router(responses_router)
     app.include_router(public_router)
     app.include_router(task_router)
     app.include_router(signpost_router)

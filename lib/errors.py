@@ -7,6 +7,7 @@ ProxyError                          500 server_error
 │   ├── ModelNotAllowedError        403 permission_error
 │   ├── UnsupportedMediaTypeError   415 invalid_request_error (a compressed body)
 │   ├── NotFoundError               404 not_found_error (no such model, task or route here)
+│   │   └── NotStoredError          404 not_found_error, code not_stored (promptgate keeps none)
 │   └── NotConfiguredError          503 server_error (the deployment lacks a setting)
 └── UpstreamError                   502 upstream_error
     ├── UpstreamAuthError           502 (the server's HF_TOKEN was refused)
@@ -106,6 +107,12 @@ class NotFoundError(ClientRequestError):
     status_code = 404
     error_type = "not_found_error"
     code = "not_found"
+
+
+class NotStoredError(NotFoundError):
+    """A stored response was asked for; promptgate is stateless and keeps none."""
+
+    code = "not_stored"
 
 
 class NotConfiguredError(ProxyError):

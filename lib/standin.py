@@ -3,6 +3,7 @@
 It answers the routes promptgate calls with the shapes the real router answers, and
 records what it received so tests can check what reached "the upstream":
     POST /v1/chat/completions                        hub-docs `tasks/chat-completion.md`
+    POST /v1/responses                               lib/standin_responses.py
     POST /hf-inference/models/{m}/pipeline/feature-extraction   one vector per input
     POST /hf-inference/models/{m}/pipeline/{task}    that task (`lib/standin_tasks.py`)
     POST /hf-inference/models/{m}                    the model's task, guessed from its name
@@ -143,6 +144,17 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
             return StreamingResponse(events, media_type="text/event-stream")
         return JSONResponse(_completion(model, words, body))
 
+    async def responses(request: Request) -> Response:
+        # Imported here: that module builds on this one's `Fault` and `StandinState`.
+        from lib.standin_responses import answer_response, responses_input_text
+
+        body = await request.json()
+        fault = next_fault(responses_input_text(body))
+        model = body.get("model") or "unknown"
+        if refused := await refusal(request, body, model, fault):
+            return refused
+        return answer_response(state, model, body, fault or Fault())
+
     async def feature_extraction(request: Request) -> Response:
         body = await request.json()
         inputs = body.get("inputs")
@@ -188,6 +200,7 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
     ]
     if state.api == "openai":

@@ -1,0 +1,121 @@
+"""Relaying the Responses API's named server-sent events to the caller, unbuffered.
+
+The router streams a response as events `event: <type>` + `data: {"type": <type>,
+"sequence_number": n, ...}` (some servers send the `data:` line alone), ending with
+`response.completed`, `response.failed` or `response.incomplete`; there is no
+`data: [DONE]`. Each event goes out as it came, `event:` line included, and the stream
+is complete once a terminal event has gone out. A stream that breaks before one (cut,
+reset, idle or deadline timeout, an upstream `error` event, an event that is not JSON)
+ends with the Responses API's `error` event, never with a made-up completion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from lib.errors import ProxyError, UpstreamError
+from lib.upstream import UpstreamStream
+
+TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+_MAX_ERROR_MESSAGE = 300
+
+# Called with the `response` object of the terminal event (which holds the usage).
+OnFinished = Callable[[dict[str, Any]], None]
+
+
+def format_response_error_event(exc: ProxyError, sequence_number: int) -> bytes:
+    """The `error` event that ends a broken Responses stream.
+
+    It carries the fields OpenAI documents at the top level (what the AI SDK and the typed
+    `ResponseErrorEvent` read) and the same error nested under `error`, as OpenAI's API
+    also sends it: the openai SDK raises `APIError` on a streamed event only when `error`
+    is set (`openai/_streaming.py`).
+    """
+    error = exc.to_body()["error"]
+    data = {
+        "type": "error",
+        "code": exc.code,
+        "message": exc.message,
+        "param": exc.param,
+        "sequence_number": sequence_number,
+        "error": error,
+    }
+    encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"event: error\ndata: " + encoded + b"\n\n"
+
+
+async def relay_response_events(
+    stream: UpstreamStream, on_finished: OnFinished | None = None
+) -> AsyncIterator[bytes]:
+    """Pass Responses events through as they arrive, until the terminal one.
+
+    The events one upstream read completed go out as one piece, as for chat.
+    `on_finished` receives the terminal event's `response` (status, usage) when there is one.
+    """
+    ready: list[bytes] = []
+    last_sequence = -1
+    try:
+        async for blocks in stream.event_batches():
+            finished: dict[str, Any] | None = None
+            for block in blocks:
+                event = _parse_event(block)
+                if event is not None:
+                    sequence = event.get("sequence_number")
+                    if isinstance(sequence, int) and not isinstance(sequence, bool):
+                        last_sequence = max(last_sequence, sequence)
+                    if event.get("type") == "error":
+                        raise _error_from_event(event)
+                ready.append(block + b"\n\n")
+                if event is not None and event.get("type") in TERMINAL_EVENTS:
+                    response = event.get("response")
+                    finished = response if isinstance(response, dict) else {}
+                    break
+            piece = b"".join(ready)
+            ready.clear()
+            yield piece
+            if finished is not None:
+                if on_finished is not None:
+                    on_finished(finished)
+                return
+        raise UpstreamError("The upstream stream ended before it was complete.")
+    except ProxyError as exc:
+        ready.append(format_response_error_event(exc, last_sequence + 1))
+        yield b"".join(ready)
+    finally:
+        await stream.aclose()
+
+
+def _parse_event(block: bytes) -> dict[str, Any] | None:
+    """The event's JSON data with its `type` (from the `event:` line when data lacks one)."""
+    name: bytes | None = None
+    data_lines: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            data_lines.append(line[5:].removeprefix(b" "))
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    if not data_lines:
+        return None  # a comment (keep-alive) or a bare field: passed on as it is
+    data = b"\n".join(data_lines).strip()
+    if data == b"[DONE]":
+        # A chat-style end marker is no terminal Responses event.
+        raise UpstreamError("The upstream stream ended before it was complete.")
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise UpstreamError("The upstream sent an event that is not JSON.") from exc
+    if not isinstance(event, dict):
+        raise UpstreamError("The upstream sent an event of an unexpected shape.")
+    if not isinstance(event.get("type"), str) and name:
+        event["type"] = name.decode(errors="replace")
+    return event
+
+
+def _error_from_event(event: dict[str, Any]) -> UpstreamError:
+    """The upstream's `error` event (flat, or with the error nested), as the project's error."""
+    error = event.get("error")
+    message = error.get("message") if isinstance(error, dict) else event.get("message")
+    text = str(message)[:_MAX_ERROR_MESSAGE] if message else "no reason given"
+    return UpstreamError(f"The upstream failed mid-stream: {text}")

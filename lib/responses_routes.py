@@ -1,0 +1,103 @@
+"""The Responses API routes: `POST /v1/responses`, and clear refusals for stored responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response, StreamingResponse
+
+from lib import inference, responses
+from lib.response_schemas import ResponsesRequest
+from lib.routes import ERROR_STATUSES, Services, require_client_key, start_upstream_call
+from lib.schemas import ErrorBody
+from lib.streaming import STREAM_HEADERS
+
+# The Responses stream is named events: `event: <type>` then `data: {...}`, no `[DONE]`.
+_NAMED_SSE_CONTENT = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+            "required": ["data"],
+        },
+        "example": 'event: response.output_text.delta\ndata: {"type": "response.output_text.delta"'
+        ', "sequence_number": 4, "delta": "Hi"}\n\n',
+    }
+}
+_NOT_STORED = {404: {"model": ErrorBody, "description": "promptgate stores no responses"}}
+
+responses_router = APIRouter(
+    prefix="/v1/responses",
+    tags=["OpenAI-compatible"],
+    dependencies=[Depends(require_client_key)],
+    responses={
+        status: {"model": ErrorBody, "description": description}
+        for status, description in ERROR_STATUSES.items()
+    },
+)
+
+ResponseId = Annotated[str, Path(max_length=200, description="A response id (`resp_...`).")]
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+@responses_router.post(
+    "",
+    summary="Create a model response (Responses API)",
+    response_model=None,
+    responses={200: {"content": {"application/json": {}, **_NAMED_SSE_CONTENT}}},
+)
+async def create_response(body: ResponsesRequest, request: Request) -> Response:
+    """Forward an OpenAI Responses API request; `stream: true` relays its named events.
+
+    Nothing is stored: `store` goes upstream as false; `store: true` and
+    `previous_response_id` are refused (400), since no response can be read back.
+    """
+    services = _services(request)
+    model = inference.resolve_model(body.model, services.settings)
+    payload = responses.build_responses_payload(body, model)
+    call = start_upstream_call(request, model, stream=body.stream)
+    if body.stream:
+        events = await responses.stream_response(services.upstream, payload, call)
+        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+    reply = await responses.forward_response(services.upstream, payload, call)
+    return Response(reply.content, media_type="application/json")
+
+
+@responses_router.get(
+    "/{response_id}", summary="Retrieve a stored response: none are kept", responses=_NOT_STORED
+)
+async def retrieve_response(response_id: ResponseId) -> Any:
+    """Always 404 `not_stored`: promptgate keeps no responses."""
+    raise responses.refuse_stored_response(response_id)
+
+
+@responses_router.delete(
+    "/{response_id}", summary="Delete a stored response: none are kept", responses=_NOT_STORED
+)
+async def delete_response(response_id: ResponseId) -> Any:
+    """Always 404 `not_stored`: promptgate keeps no responses."""
+    raise responses.refuse_stored_response(response_id)
+
+
+@responses_router.post(
+    "/{response_id}/cancel",
+    summary="Cancel a background response: none are kept",
+    responses=_NOT_STORED,
+)
+async def cancel_response(response_id: ResponseId) -> Any:
+    """Always 404 `not_stored`: promptgate runs no background responses."""
+    raise responses.refuse_stored_response(response_id)
+
+
+@responses_router.get(
+    "/{response_id}/input_items",
+    summary="List a stored response's input items: none are kept",
+    responses=_NOT_STORED,
+)
+async def list_input_items(response_id: ResponseId) -> Any:
+    """Always 404 `not_stored`: promptgate keeps no responses."""
+    raise responses.refuse_stored_response(response_id)
