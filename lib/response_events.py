@@ -62,11 +62,12 @@ async def relay_response_events(
             for block in blocks:
                 event = _parse_event(block)
                 if event is not None:
+                    if event.get("type") == "error":
+                        # Replaced by this proxy's error event, which takes its place in order.
+                        raise _error_from_event(event)
                     sequence = event.get("sequence_number")
                     if isinstance(sequence, int) and not isinstance(sequence, bool):
                         last_sequence = max(last_sequence, sequence)
-                    if event.get("type") == "error":
-                        raise _error_from_event(event)
                 ready.append(block + b"\n\n")
                 if event is not None and event.get("type") in TERMINAL_EVENTS:
                     response = event.get("response")
