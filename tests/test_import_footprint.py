@@ -20,6 +20,7 @@ DENIED = {
     "tests": "the test suite",
     "bench": "the benchmarks",
     "lib.standin": "the offline stand-in upstream (tests and make dev)",
+    "lib.standin_responses": "the stand-in's Responses API (tests and make dev)",
     "lib.devserver": "make dev",
     "uvicorn": "the dev and container server; Vercel brings its own, Lambda needs none",
     "openai": "a client the end-to-end tests drive",
