@@ -11,7 +11,9 @@ With `StandinState(api="openai")` it is an OpenAI-compatible model server instea
 Ollama, TGI/TEI): the same chat routes, `POST /v1/embeddings` (OpenAI's list shape, floats or
 base64) and no hf-inference routes. With `token=None` it takes requests without a token.
 Errors are the ones listed in the platform notes ("Errors seen"). A model whose name
-holds "missing" is unknown (404, text/plain, as hf-inference answers).
+holds "missing" is unknown (404, text/plain, as hf-inference answers). Given tools, a
+chat request (not streamed) gets a call of the first one; asked for JSON, JSON that fits
+the schema (lib/standin_structured.py), so that clients' tool and structured loops end.
 
 Faults: tests script them as `Fault`s in `StandinState.faults`, one per request. To try
 them by hand, end the last user message (or a task's `inputs` text) with a tag:
@@ -43,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from lib.standin_structured import chat_json_answer, chat_tool_call
 from lib.standin_tasks import EMBEDDING_DIMENSIONS, guess_task, task_answer
 from lib.standin_tasks import text_vector as _vector
 
@@ -138,6 +141,14 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         if refused := await refusal(request, body, model, fault):
             return refused
         words = _answer_words(body)
+        if (json_text := chat_json_answer(body)) is not None:
+            words = json_text.split(" ")
+        if not body.get("stream") and (tool_call := chat_tool_call(body)):
+            completion = _completion(model, words, body)
+            choice = completion["choices"][0]
+            choice["message"] = {"role": "assistant", "content": None, "tool_calls": [tool_call]}
+            choice["finish_reason"] = "tool_calls"
+            return JSONResponse(completion)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             events = _stream_events(state, model, words, body, include_usage, fault or Fault())

@@ -25,6 +25,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lib.standin import Fault, StandinState, StreamEnd
+from lib.standin_structured import json_answer, sample_for_schema
 
 
 def responses_input_text(body: dict[str, Any]) -> str:
@@ -53,34 +54,6 @@ def answer_response(
     return JSONResponse(response)
 
 
-def sample_for_schema(schema: Any) -> Any:
-    """A small value that fits a JSON schema (the common keywords; enough for tool inputs)."""
-    if not isinstance(schema, dict):
-        return "stand-in"
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return sample_for_schema(schema[key][0])
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or "properties" in schema:
-        properties = schema.get("properties") or {}
-        return {name: sample_for_schema(sub) for name, sub in properties.items()}
-    if kind == "array":
-        return [sample_for_schema(schema.get("items"))] * max(1, schema.get("minItems", 1))
-    if kind in ("integer", "number"):
-        return max(1, schema.get("minimum", 1))
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return "stand-in"
-
-
 def _output(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """The output items, and `completed` or `incomplete` (cut by `max_output_tokens`)."""
     given = body.get("input")
@@ -101,12 +74,9 @@ def _output(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         }
         return [call], "completed"
     text_format = (body.get("text") or {}).get("format") or {}
-    if text_format.get("type") == "json_schema":
-        text = json.dumps(sample_for_schema(text_format.get("schema")))
-        status = "completed"
-    elif text_format.get("type") == "json_object":
-        text, status = '{"answer": "stand-in"}', "completed"
-    else:
+    text = json_answer(text_format.get("type"), text_format.get("schema"))
+    status = "completed"
+    if text is None:
         said = " ".join(responses_input_text(body).split()[:20])
         words = f"Hello from the stand-in upstream! You said: {said}".split(" ")
         limit = body.get("max_output_tokens")

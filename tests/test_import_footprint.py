@@ -21,6 +21,7 @@ DENIED = {
     "bench": "the benchmarks",
     "lib.standin": "the offline stand-in upstream (tests and make dev)",
     "lib.standin_responses": "the stand-in's Responses API (tests and make dev)",
+    "lib.standin_structured": "the stand-in's tool calls and JSON answers",
     "lib.devserver": "make dev",
     "uvicorn": "the dev and container server; Vercel brings its own, Lambda needs none",
     "openai": "a client the end-to-end tests drive",
