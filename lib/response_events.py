@@ -11,15 +11,14 @@ ends with the Responses API's `error` event, never with a made-up completion.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from lib.errors import ProxyError, UpstreamError
-from lib.upstream import UpstreamStream
+from lib.streaming import format_event
+from lib.upstream import UpstreamStream, parse_json
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
-_MAX_ERROR_MESSAGE = 300
 
 # Called with the `response` object of the terminal event (which holds the usage).
 OnFinished = Callable[[dict[str, Any]], None]
@@ -42,8 +41,7 @@ def format_response_error_event(exc: ProxyError, sequence_number: int) -> bytes:
         "sequence_number": sequence_number,
         "error": error,
     }
-    encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    return b"event: error\ndata: " + encoded + b"\n\n"
+    return b"event: error\n" + format_event(data)
 
 
 async def relay_response_events(
@@ -64,7 +62,7 @@ async def relay_response_events(
                 if event is not None:
                     if event.get("type") == "error":
                         # Replaced by this proxy's error event, which takes its place in order.
-                        raise _error_from_event(event)
+                        raise _error_from_event(event, stream)
                     sequence = event.get("sequence_number")
                     if isinstance(sequence, int) and not isinstance(sequence, bool):
                         last_sequence = max(last_sequence, sequence)
@@ -104,7 +102,7 @@ def _parse_event(block: bytes) -> dict[str, Any] | None:
         # A chat-style end marker is no terminal Responses event.
         raise UpstreamError("The upstream stream ended before it was complete.")
     try:
-        event = json.loads(data)
+        event = parse_json(data)
     except ValueError as exc:
         raise UpstreamError("The upstream sent an event that is not JSON.") from exc
     if not isinstance(event, dict):
@@ -114,9 +112,9 @@ def _parse_event(block: bytes) -> dict[str, Any] | None:
     return event
 
 
-def _error_from_event(event: dict[str, Any]) -> UpstreamError:
+def _error_from_event(event: dict[str, Any], stream: UpstreamStream) -> UpstreamError:
     """The upstream's `error` event (flat, or with the error nested), as the project's error."""
     error = event.get("error")
     message = error.get("message") if isinstance(error, dict) else event.get("message")
-    text = str(message)[:_MAX_ERROR_MESSAGE] if message else "no reason given"
+    text = stream.reason(str(message)) if message else "no reason given"
     return UpstreamError(f"The upstream failed mid-stream: {text}")

@@ -7,13 +7,14 @@ refuses what needs a stored one (`store: true`, `previous_response_id`, `convers
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from lib.errors import ClientRequestError, NotStoredError, UpstreamError
+from lib.redaction import Redactor
 from lib.response_events import OnFinished, relay_response_events
 from lib.response_schemas import ResponsesRequest
+from lib.streaming import EventStreamResponse
 from lib.upstream import UpstreamCall, UpstreamClient, UpstreamReply
 
 RESPONSES_PATH = "/v1/responses"
@@ -94,7 +95,9 @@ async def forward_response(
     if data.get("status") == "failed":
         error = data.get("error")
         message = error.get("message") if isinstance(error, dict) else None
-        reason = str(message)[:300] if message else "no reason given"
+        # The reply is redacted of the server's token already; this also removes other
+        # token-shaped text, and cuts the reason to length.
+        reason = Redactor(None).reason(str(message)) if message else "no reason given"
         raise UpstreamError(f"The upstream failed to create the response: {reason}")
     return reply
 
@@ -104,10 +107,10 @@ async def stream_response(
     payload: dict[str, Any],
     call: UpstreamCall,
     on_finished: OnFinished | None = None,
-) -> AsyncIterator[bytes]:
-    """Open a streamed response; return the caller's events.
+) -> EventStreamResponse:
+    """Open a streamed response; return the response that relays its events.
 
     `on_finished` receives the terminal event's `response` (`response_usage` reads it).
     """
     stream = await upstream.open_stream(RESPONSES_PATH, payload, call)
-    return relay_response_events(stream, on_finished)
+    return EventStreamResponse(relay_response_events(stream, on_finished), stream)

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from lib import inference, responses
 from lib.response_schemas import ResponsesRequest
-from lib.routes import ERROR_STATUSES, Services, require_client_key, start_upstream_call
+from lib.routes import (
+    ERROR_STATUSES,
+    GatedRoute,
+    Services,
+    require_client_key,
+    start_upstream_call,
+)
 from lib.schemas import ErrorBody
-from lib.streaming import STREAM_HEADERS
 
 # The Responses stream is named events: `event: <type>` then `data: {...}`, no `[DONE]`.
 _NAMED_SSE_CONTENT = {
@@ -30,6 +35,7 @@ _NOT_STORED = {404: {"model": ErrorBody, "description": "promptgate stores no re
 responses_router = APIRouter(
     prefix="/v1/responses",
     tags=["OpenAI-compatible"],
+    route_class=GatedRoute,
     dependencies=[Depends(require_client_key)],
     responses={
         status: {"model": ErrorBody, "description": description}
@@ -61,8 +67,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
     payload = responses.build_responses_payload(body, model)
     call = start_upstream_call(request, model, stream=body.stream)
     if body.stream:
-        events = await responses.stream_response(services.upstream, payload, call)
-        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+        return await responses.stream_response(services.upstream, payload, call)
     reply = await responses.forward_response(services.upstream, payload, call)
     return Response(reply.content, media_type="application/json")
 

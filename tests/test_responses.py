@@ -290,10 +290,10 @@ def test_stream_hands_the_terminal_response_and_its_usage_to_the_caller_of_the_o
     async def run() -> bytes:
         client = UpstreamClient(make_settings(), httpx.MockTransport(upstream.async_handler))
         call = UpstreamCall(request_id="r1", model=MODEL)
-        events = await stream_response(
+        relay = await stream_response(
             client, {"model": MODEL, "input": "x", "stream": True}, call, finished.append
         )
-        relayed = b"".join([piece async for piece in events])
+        relayed = b"".join([piece async for piece in relay.body_iterator])
         await client.aclose()
         return relayed
 
@@ -344,3 +344,27 @@ def test_openapi_documents_the_responses_routes(client: TestClient) -> None:
         "ResponsesRequest"
     )
     assert "404" in paths["/v1/responses/{response_id}"]["get"]["responses"]
+
+
+def test_the_servers_token_never_reaches_the_caller_from_an_upstream_error_event(
+    client: TestClient, responses_route: respx.Route
+) -> None:
+    leak = f"bad auth {CANARY_TOKEN} for {'x' * 400}"
+    upstream_text = named("response.created", 0, response={}) + named("error", 1, message=leak)
+    responses_route.respond(text=upstream_text, headers={"content-type": "text/event-stream"})
+    response = client.post("/v1/responses", json={"input": "x", "stream": True}, headers=AUTH)
+    error = data_of(blocks_of(response.text)[-1])
+    assert CANARY_TOKEN not in response.text and CANARY_TOKEN[:12] not in response.text
+    assert error["message"].startswith("The upstream failed mid-stream: bad auth [redacted]")
+    assert len(error["message"]) < 400
+
+
+def test_the_servers_token_never_reaches_the_caller_from_a_failed_response(
+    client: TestClient, responses_route: respx.Route
+) -> None:
+    failed = response_object(status="failed", error={"message": f"token {CANARY_TOKEN} refused"})
+    responses_route.respond(json=failed)
+    response = client.post("/v1/responses", json={"input": "x"}, headers=AUTH)
+    assert response.status_code == 502
+    assert CANARY_TOKEN[:12] not in response.text
+    assert "token [redacted] refused" in response.json()["error"]["message"]
