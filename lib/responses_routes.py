@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from lib import inference, responses
 from lib.response_schemas import ResponsesRequest
@@ -32,10 +34,27 @@ _NAMED_SSE_CONTENT = {
 }
 _NOT_STORED = {404: {"model": ErrorBody, "description": "promptgate stores no responses"}}
 
+
+class SharedPathRoute(GatedRoute):
+    """A route that shares its path with routes for other methods (GET and DELETE of one id).
+
+    Starlette answers a method no route takes with the `Allow` of the first route that
+    matched the path; this one lists the methods of every route on the path instead.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, or a 405 whose `Allow` names all of the path's methods."""
+        if scope["method"] not in self.methods:
+            siblings = [r for r in scope["router"].routes if getattr(r, "path", None) == self.path]
+            allowed = sorted({m for route in siblings for m in getattr(route, "methods", ())})
+            raise HTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
+        await super().handle(scope, receive, send)
+
+
 responses_router = APIRouter(
     prefix="/v1/responses",
     tags=["OpenAI-compatible"],
-    route_class=GatedRoute,
+    route_class=SharedPathRoute,
     dependencies=[Depends(require_client_key)],
     responses={
         status: {"model": ErrorBody, "description": description}
