@@ -45,7 +45,7 @@ class SharedPathRoute(GatedRoute):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request, or a 405 whose `Allow` names all of the path's methods."""
         if scope["method"] not in self.methods:
-            siblings = [r for r in scope["router"].routes if getattr(r, "path", None) == self.path]
+            siblings = [r for r in responses_router.routes if getattr(r, "path", None) == self.path]
             allowed = sorted({m for route in siblings for m in getattr(route, "methods", ())})
             raise HTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
         await super().handle(scope, receive, send)
