@@ -3,7 +3,7 @@
 The pinned packages (tests/js/package.json and its package-lock.json) are installed once
 into a cache directory outside git and outside the Vercel bundle (`.cache/ai-sdk`, or
 AI_SDK_DIR), and again only when the lockfile changes; an installed copy needs no network.
-Without node or npm the tests skip, saying why; under CI=true they fail instead.
+Without node or npm the tests skip, saying why (under CI=true, tests/conftest.py fails them).
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ def require_node() -> None:
     if not missing:
         return
     message = (
-        f"{' and '.join(missing)} not on PATH: the Vercel AI SDK tests run it with Node 20+ "
+        f"{' and '.join(missing)} not on PATH: the Vercel AI SDK tests run it with Node 18+ "
         "(.ci/run installs nodejs and npm)."
     )
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"CI=true and {message}")
-    pytest.skip(f"SKIPPED, NOT TESTED: {message}")
+    pytest.skip(f"SKIPPED, NOT TESTED: {message}")  # under CI, conftest fails it instead
 
 
 def installed_ai_sdk() -> Path:
