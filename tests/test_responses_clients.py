@@ -18,6 +18,7 @@ from tests.servers import serve_on_loopback
 
 MODEL = "HuggingFaceTB/SmolLM3-3B"
 IDLE_S = 1.0
+DEADLINE_S = 5.0
 AUTH = {"Authorization": f"Bearer {CANARY_KEY}"}
 
 
@@ -41,7 +42,7 @@ def live() -> Iterator[Live]:
         settings = make_settings(
             hf_base_url=standin_url,
             allowed_models=MODEL,
-            request_timeout_s=5.0,
+            request_timeout_s=DEADLINE_S,
             stream_idle_timeout_s=IDLE_S,
         )
         with serve_on_loopback(create_app(settings)) as url:
@@ -218,6 +219,19 @@ def test_stream_silent_beyond_the_idle_limit_ends_with_a_timeout_error_event(liv
     error = json.loads(blocks[-1].split("data: ", 1)[1])
     assert error["code"] == "upstream_timeout" and error["error"]["type"] == "timeout_error"
     assert error["sequence_number"] == len(blocks) - 1
+
+
+def test_stream_longer_than_the_deadline_ends_with_a_timeout_error_event(live: Live) -> None:
+    live.standin.faults[:] = [Fault(chunk_delay_s=0.4)]
+    started = time.monotonic()
+    body = {"input": "word " * 20, "stream": True}  # 30 events, 12 s at 0.4 s each
+    response = httpx.post(f"{live.url}/v1/responses", json=body, headers=AUTH, timeout=30)
+    took = time.monotonic() - started
+    blocks = [block for block in response.text.split("\n\n") if block]
+    assert any("response.output_text.delta" in block for block in blocks)  # it did stream
+    error = json.loads(blocks[-1].split("data: ", 1)[1])
+    assert error["type"] == "error" and error["code"] == "upstream_timeout"
+    assert took < DEADLINE_S + 3
 
 
 def test_caller_hanging_up_mid_stream_closes_the_upstream_at_once(live: Live) -> None:
