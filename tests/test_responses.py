@@ -375,3 +375,22 @@ def test_a_method_no_route_takes_is_405_listing_the_paths_methods(client: TestCl
     assert response.status_code == 405
     assert response.headers["allow"] == "DELETE, GET"
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"input": "x", "temperature": NaN}', "temperature"),
+        (b'{"input": "\\ud800 lone surrogate"}', "input"),
+        (b'{"input": [' + b"[" * 80 + b"]" * 80 + b"]}", None),
+    ],
+    ids=["NaN", "lone surrogate", "deep nesting"],
+)
+def test_hostile_bodies_are_422_and_never_forwarded(
+    client: TestClient, responses_route: respx.Route, raw: bytes, param: str | None
+) -> None:
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = client.post("/v1/responses", content=raw, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == param
+    assert not responses_route.called
