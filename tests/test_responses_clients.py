@@ -246,3 +246,14 @@ def test_caller_hanging_up_mid_stream_closes_the_upstream_at_once(live: Live) ->
         time.sleep(0.02)
     assert len(live.standin.stream_ends) > ends_before, "upstream stream still open after 2 s"
     assert not live.standin.stream_ends[-1].completed
+
+
+def test_caller_hanging_up_while_waiting_closes_the_upstream_at_once(live: Live) -> None:
+    live.standin.faults[:] = [Fault(delay_s=10)]
+    hangups_before = len(live.standin.hangups)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{live.url}/v1/responses", json={"input": "x"}, headers=AUTH, timeout=0.5)
+    gave_up_at = time.monotonic()
+    while len(live.standin.hangups) == hangups_before and time.monotonic() < gave_up_at + 2:
+        time.sleep(0.02)
+    assert len(live.standin.hangups) > hangups_before, "upstream still waited on after 2 s"
