@@ -257,3 +257,16 @@ def test_caller_hanging_up_while_waiting_closes_the_upstream_at_once(live: Live)
     while len(live.standin.hangups) == hangups_before and time.monotonic() < gave_up_at + 2:
         time.sleep(0.02)
     assert len(live.standin.hangups) > hangups_before, "upstream still waited on after 2 s"
+
+
+def test_openai_responses_parse_gives_the_structured_output(live: Live) -> None:
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    parsed = live.client().responses.parse(model=MODEL, input="a person", text_format=Person)
+    assert parsed.output_parsed == Person(name="stand-in", age=1)
+    text_format = live.standin.received[-1]["json"]["text"]["format"]
+    assert text_format["type"] == "json_schema" and text_format["strict"] is True
