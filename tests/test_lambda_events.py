@@ -336,3 +336,24 @@ def test_stage_prefix_needs_api_gateway_base_path(
     assert chat["statusCode"] == 200, _body(chat)
     assert _json(chat)["choices"][0]["message"]["content"] == f"{STANDIN_REPLY} staged"
     assert rest["statusCode"] == 200
+
+
+def test_responses_api_under_lambda(standin: tuple[str, StandinState], tmp_path: Path) -> None:
+    """`/v1/responses` through Mangum: one buffered reply, streamed events and all."""
+    url, _ = standin
+    plain, streamed, stored = _invoke(
+        [
+            _v2("POST", "/v1/responses", headers=AUTH, body=b'{"input": "lambda"}'),
+            _v2("POST", "/v1/responses", headers=AUTH, body=b'{"input": "sse", "stream": true}'),
+            _v2("GET", "/v1/responses/resp_1", headers=AUTH),
+        ],
+        url,
+        tmp_path,
+    )
+    assert plain["statusCode"] == 200, _body(plain)
+    assert _json(plain)["output"][0]["content"][0]["text"] == f"{STANDIN_REPLY} lambda"
+    assert streamed["statusCode"] == 200, _body(streamed)
+    events = [block for block in _body(streamed).split("\n\n") if block.strip()]
+    assert events[0].startswith("event: response.created\n")
+    assert events[-1].startswith("event: response.completed\n")
+    assert stored["statusCode"] == 404 and _json(stored)["error"]["code"] == "not_stored"
