@@ -8,12 +8,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+)
 
 from lib.model_ids import MODEL_ID_PATTERN
 from lib.schemas import MaxTokens, ModelId
 
 MAX_INPUT_ITEMS = 2048
+
+
+def _number_as_sent(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
+    validate(value)
+    return value
+
+
+# Checked as numbers, forwarded as the caller wrote them: `0` goes upstream as `0`, not `0.0`.
+Temperature = Annotated[float, Field(ge=0, le=2), WrapValidator(_number_as_sent)]
+TopP = Annotated[float, Field(ge=0, le=1), WrapValidator(_number_as_sent)]
 
 
 def _check_input(value: Any) -> Any:
@@ -79,8 +97,8 @@ class ResponsesRequest(BaseModel):
     instructions: str | None = Field(default=None, max_length=200_000)
     stream: bool = False
     max_output_tokens: MaxTokens | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     store: bool | None = Field(
         default=None, description="Must be false or omitted: promptgate stores no responses."
     )

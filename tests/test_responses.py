@@ -85,6 +85,14 @@ def test_response_is_forwarded_with_store_false_and_answered_as_sent(
     assert sent.headers["authorization"] == f"Bearer {CANARY_TOKEN}"
 
 
+def test_numbers_are_forwarded_as_sent(client: TestClient, responses_route: respx.Route) -> None:
+    responses_route.respond(json=response_object())
+    body = {"input": "x", "temperature": 0, "top_p": 1, "max_output_tokens": 64}
+    client.post("/v1/responses", json=body, headers=AUTH)
+    sent = responses_route.calls.last.request.content
+    assert b'"temperature":0,' in sent and b'"top_p":1,' in sent
+
+
 def test_model_defaults_to_the_deployments_chat_model(
     client: TestClient, responses_route: respx.Route
 ) -> None:
