@@ -149,6 +149,9 @@ def test_broken_stream_reaches_on_error_and_finishes_as_error(
     assert got["text"] == "Hello from"  # what came before the break, nothing invented after
     assert [error["message"] for error in got["errors"]] == [message]
     assert got["finishReason"] == "error"
+    if scenario.startswith("responses"):
+        # Read from the Responses error event's `code` (`upstream_error`: no HTTP status in it).
+        assert got["errors"][0]["statusCode"] == 500
 
 
 @pytest.mark.parametrize(
