@@ -11,7 +11,7 @@ ends with the Responses API's `error` event, never with a made-up completion.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from lib.errors import ProxyError, UpstreamError
@@ -20,8 +20,9 @@ from lib.upstream import UpstreamStream, parse_json
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
-# Called with the `response` object of the terminal event (which holds the usage).
-OnFinished = Callable[[dict[str, Any]], None]
+# Awaited once when the stream has ended: with the terminal event's `response` object (which
+# holds the usage), or with None when it broke before one. Not when the caller hung up.
+OnFinished = Callable[[dict[str, Any] | None], Awaitable[None]]
 
 
 def format_response_error_event(exc: ProxyError, sequence_number: int) -> bytes:
@@ -50,7 +51,8 @@ async def relay_response_events(
     """Pass Responses events through as they arrive, until the terminal one.
 
     The events one upstream read completed go out as one piece, as for chat.
-    `on_finished` receives the terminal event's `response` (status, usage) when there is one.
+    `on_finished` is awaited with the terminal event's `response` (status, usage), or with
+    None after a break, once its last piece has gone out.
     """
     ready: list[bytes] = []
     last_sequence = -1
@@ -76,12 +78,14 @@ async def relay_response_events(
             yield piece
             if finished is not None:
                 if on_finished is not None:
-                    on_finished(finished)
+                    await on_finished(finished)
                 return
         raise UpstreamError("The upstream stream ended before it was complete.")
     except ProxyError as exc:
         ready.append(format_response_error_event(exc, last_sequence + 1))
         yield b"".join(ready)
+        if on_finished is not None:
+            await on_finished(None)
     finally:
         await stream.aclose()
 

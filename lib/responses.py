@@ -110,7 +110,8 @@ async def stream_response(
 ) -> EventStreamResponse:
     """Open a streamed response; return the response that relays its events.
 
-    `on_finished` receives the terminal event's `response` (`response_usage` reads it).
+    `on_finished` is awaited once the stream has ended, with the terminal event's `response`
+    (`response_usage` reads its usage), or None when the stream broke.
     """
     stream = await upstream.open_stream(RESPONSES_PATH, payload, call)
     return EventStreamResponse(relay_response_events(stream, on_finished), stream)

@@ -47,12 +47,16 @@ async def test_relay_closes_the_upstream_when_the_caller_goes_after_the_first_pi
 )
 async def test_relay_closes_the_upstream_when_it_ends_or_breaks(script: list[bytes]) -> None:
     stream = FakeStream(script)
-    finished: list[dict] = []
-    pieces = [piece async for piece in relay_response_events(stream, finished.append)]
+    finished: list[dict | None] = []
+
+    async def on_finished(response: dict | None) -> None:
+        finished.append(response)
+
+    pieces = [piece async for piece in relay_response_events(stream, on_finished)]
     assert stream.closed == 1
     complete = script is EVENTS
     assert pieces[-1].startswith(b"event: error\n") != complete
-    assert finished == ([{"usage": {"total_tokens": 3}}] if complete else [])
+    assert finished == ([{"usage": {"total_tokens": 3}}] if complete else [None])
 
 
 async def test_error_event_text_is_redacted_before_it_is_cut() -> None:

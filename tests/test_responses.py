@@ -293,13 +293,16 @@ def test_stream_hands_the_terminal_response_and_its_usage_to_the_caller_of_the_o
     upstream.post("/v1/responses").respond(
         text=full_stream(), headers={"content-type": "text/event-stream"}
     )
-    finished: list[dict] = []
+    finished: list[dict | None] = []
+
+    async def on_finished(response: dict | None) -> None:
+        finished.append(response)
 
     async def run() -> bytes:
         client = UpstreamClient(make_settings(), httpx.MockTransport(upstream.async_handler))
         call = UpstreamCall(request_id="r1", model=MODEL)
         relay = await stream_response(
-            client, {"model": MODEL, "input": "x", "stream": True}, call, finished.append
+            client, {"model": MODEL, "input": "x", "stream": True}, call, on_finished
         )
         relayed = b"".join([piece async for piece in relay.body_iterator])
         await client.aclose()
