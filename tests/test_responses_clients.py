@@ -270,3 +270,14 @@ def test_openai_responses_parse_gives_the_structured_output(live: Live) -> None:
     assert parsed.output_parsed == Person(name="stand-in", age=1)
     text_format = live.standin.received[-1]["json"]["text"]["format"]
     assert text_format["type"] == "json_schema" and text_format["strict"] is True
+
+
+def test_streamed_response_arrives_incrementally_over_http(live: Live) -> None:
+    live.standin.faults[:] = [Fault(chunk_delay_s=0.05)]
+    body = {"input": "one two", "stream": True}
+    with httpx.stream("POST", f"{live.url}/v1/responses", json=body, headers=AUTH) as response:
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["content-type"].startswith("text/event-stream")
+        arrivals = [len(chunk) for chunk in response.iter_raw()]
+    # Each word is its own event, written as the stand-in produces it.
+    assert len(arrivals) >= 8
