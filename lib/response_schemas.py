@@ -8,30 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidatorFunctionWrapHandler,
-    WithJsonSchema,
-    WrapValidator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from lib.model_ids import MODEL_ID_PATTERN
-from lib.schemas import MaxTokens, ModelId
+from lib.schemas import MaxTokens, ModelId, Temperature, TopP
 
 MAX_INPUT_ITEMS = 2048
-
-
-def _number_as_sent(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
-    validate(value)
-    return value
-
-
-# Checked as numbers, forwarded as the caller wrote them: `0` goes upstream as `0`, not `0.0`.
-Temperature = Annotated[float, Field(ge=0, le=2), WrapValidator(_number_as_sent)]
-TopP = Annotated[float, Field(ge=0, le=1), WrapValidator(_number_as_sent)]
 
 
 def _check_input(value: Any) -> Any:
