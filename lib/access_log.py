@@ -48,7 +48,8 @@ def _drop_all(record: logging.LogRecord) -> bool:
 class RequestContextMiddleware:
     """Gives each request an id, returns it as `X-Request-ID`, and logs the request once done.
 
-    Routes put their `UpstreamCall` and `stream` on `request.state` for the log line.
+    Routes put their `UpstreamCall`, `stream` and `access` record on `request.state` for the
+    log line, and headers every response must carry (rate limits) in `response_headers`.
     """
 
     def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
@@ -70,9 +71,17 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.get("headers", ())
+                headers = list(message.get("headers", ()))
                 if not any(name == b"x-request-id" for name, _ in headers):
-                    message["headers"] = [*headers, id_header]
+                    headers.append(id_header)
+                if extra := state.get("response_headers"):
+                    present = {name for name, _ in headers}
+                    headers += [
+                        (name.encode(), value.encode())
+                        for name, value in extra.items()
+                        if name.encode() not in present
+                    ]
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -94,6 +103,7 @@ def _request_id_from(scope: Scope) -> str:
 def _format_line(scope: Scope, state: dict, status: int | None, started: float) -> str:
     route = scope.get("route")
     call = state.get("upstream_call")
+    access = state.get("access")
     return json.dumps(
         {
             "request_id": state["request_id"],
@@ -107,6 +117,10 @@ def _format_line(scope: Scope, state: dict, status: int | None, started: float) 
             "stream": state.get("stream", False),
             "client_disconnected": state.get("client_disconnected", False),
             "caller_stalled": state.get("caller_stalled", False),
+            "key": access and access.key,
+            "prompt_tokens": access and access.prompt_tokens,
+            "completion_tokens": access and access.completion_tokens,
+            "limited_by": access and access.refused_by,
         },
         separators=(",", ":"),
     )

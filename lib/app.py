@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,8 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lib import __version__
+from lib.access import RATE_LIMIT_HEADERS, AccessControl
 from lib.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logging
-from lib.auth import ClientKeys
 from lib.body_limit import BodyLimitMiddleware
 from lib.disconnect import CancelOnDisconnectMiddleware
 from lib.errors import ProxyError
@@ -50,16 +51,23 @@ _HTTP_ERRORS = {
 
 
 def create_app(
-    settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """Build the ASGI app. `settings` default to the environment; `transport` replaces httpx's."""
+    """Build the ASGI app. `settings` default to the environment; `transport` replaces httpx's;
+    `clock` (epoch seconds) decides the limits' minutes and days."""
     settings = settings or load_settings()
+    logger = configure_logging(settings.log_level)
     upstream = UpstreamClient(settings, transport=transport)
+    access = AccessControl(settings, clock=clock, logger=logger)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await upstream.aclose()
+        await access.aclose()
 
     app = FastAPI(
         title="promptgate",
@@ -73,7 +81,7 @@ def create_app(
     app.state.services = Services(
         settings=settings,
         upstream=upstream,
-        client_keys=ClientKeys(settings.proxy_api_keys, allow_anonymous=settings.allow_anonymous),
+        access=access,
     )
     app.include_router(inference_router)
     app.include_router(responses_router)
@@ -89,7 +97,7 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", "X-Should-Retry"],
+            expose_headers=["X-Request-ID", "Retry-After", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(
         BodyLimitMiddleware,
@@ -97,7 +105,7 @@ def create_app(
         timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(CancelOnDisconnectMiddleware)
-    app.add_middleware(RequestContextMiddleware, logger=configure_logging(settings.log_level))
+    app.add_middleware(RequestContextMiddleware, logger=logger)
     return app
 
 

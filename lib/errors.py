@@ -3,12 +3,15 @@
 ProxyError                          500 server_error
 ├── ClientRequestError              400 invalid_request_error
 │   ├── InvalidFieldError           422 invalid_request_error (a field the schema cannot check)
-│   ├── AuthenticationError         401 authentication_error
+│   ├── AuthenticationError         401 authentication_error (key_expired: a key past its date)
 │   ├── ModelNotAllowedError        403 permission_error
 │   ├── UnsupportedMediaTypeError   415 invalid_request_error (a compressed body)
 │   ├── NotFoundError               404 not_found_error (no such model, task or route here)
 │   │   └── NotStoredError          404 not_found_error, code not_stored (promptgate keeps none)
-│   └── NotConfiguredError          503 server_error (the deployment lacks a setting)
+│   ├── RateLimitExceededError      429 rate_limit_error (a key's minute is spent; Retry-After)
+│   └── QuotaExceededError          429 insufficient_quota (a day's budget is spent; no retry)
+├── NotConfiguredError              503 server_error (the deployment lacks a setting)
+├── LimitStoreError                 503 server_error (the limit store is unreachable)
 └── UpstreamError                   502 upstream_error
     ├── UpstreamAuthError           502 (the server's HF_TOKEN was refused)
     ├── UpstreamCreditsError        402 insufficient_quota
@@ -121,6 +124,30 @@ class NotConfiguredError(ProxyError):
     status_code = 503
     error_type = "server_error"
     code = "proxy_not_configured"
+
+
+class RateLimitExceededError(ClientRequestError):
+    """The caller's key has spent this minute's requests or tokens; `Retry-After` says when."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceededError(ClientRequestError):
+    """A day's token budget (the key's, or the whole deployment's) is spent until UTC midnight."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class LimitStoreError(ProxyError):
+    """The shared limit store (Redis) failed or did not answer within its bound."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "limit_store_unavailable"
 
 
 class UpstreamError(ProxyError):

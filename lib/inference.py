@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lib.errors import ClientRequestError, InvalidFieldError, ModelNotAllowedError, UpstreamError
 from lib.model_ids import PLACEHOLDER_MODEL, is_model_allowed, is_valid_model_id
@@ -10,6 +10,9 @@ from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse
 from lib.settings import Settings
 from lib.streaming import EventStreamResponse, relay_chat_events, relay_generate_events
 from lib.upstream import UpstreamCall, UpstreamClient, UpstreamReply
+
+if TYPE_CHECKING:
+    from lib.access import Caller
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -91,27 +94,43 @@ def build_generate_payload(body: GenerateRequest, model: str) -> dict[str, Any]:
 
 
 async def forward_chat(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
 ) -> UpstreamReply:
-    """Send a chat completion and check that the answer is one."""
+    """Send a chat completion, check that the answer is one, and count its tokens."""
     reply = await upstream.post_json(CHAT_PATH, payload, call)
     _check_chat_completion(reply.data)
+    message = reply.data["choices"][0].get("message") or {}
+    content = message.get("content")
+    await caller.charge(
+        reply.data.get("usage"),
+        payload=payload,
+        answer_chars=len(content) if isinstance(content, str) else 0,
+    )
     return reply
 
 
 async def stream_chat(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
 ) -> EventStreamResponse:
-    """Open a streamed chat completion; return the response that relays its events."""
+    """Open a streamed chat completion; return the response that relays its events.
+
+    The upstream is always asked for the usage chunk, so that the tokens can be counted;
+    the caller sees it only if they asked for it too.
+    """
+    options = payload.get("stream_options") or {}
+    show_usage = options.get("include_usage") is True
+    payload["stream_options"] = {**options, "include_usage": True}
     stream = await upstream.open_stream(CHAT_PATH, payload, call)
-    return EventStreamResponse(relay_chat_events(stream), stream)
+    return EventStreamResponse(
+        relay_chat_events(stream, caller, payload, show_usage=show_usage), stream
+    )
 
 
 async def generate_text(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
 ) -> GenerateResponse:
     """Serve `/api/generate` from one chat completion."""
-    reply = await forward_chat(upstream, payload, call)
+    reply = await forward_chat(upstream, payload, call, caller)
     choice = reply.data["choices"][0]
     content = (choice.get("message") or {}).get("content")
     finish_reason = choice.get("finish_reason")
@@ -124,11 +143,11 @@ async def generate_text(
 
 
 async def stream_generated_text(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
 ) -> EventStreamResponse:
     """Open a streamed `/api/generate` call: text deltas as SSE events."""
     stream = await upstream.open_stream(CHAT_PATH, payload, call)
-    return EventStreamResponse(relay_generate_events(stream, payload["model"]), stream)
+    return EventStreamResponse(relay_generate_events(stream, caller, payload), stream)
 
 
 def _check_chat_completion(data: Any) -> None:

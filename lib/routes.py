@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lib import __version__, embeddings, inference
-from lib.auth import ClientKeys
+from lib.access import AccessControl, Caller
 from lib.errors import NotFoundError
 from lib.large_json import json_response
 from lib.model_ids import is_model_allowed, is_valid_model_id
@@ -25,6 +26,9 @@ from lib.schemas import (
     GenerateRequest,
     GenerateResponse,
     Health,
+    KeyPolicy,
+    LimitsRemaining,
+    LimitsReport,
     ModelCard,
     ModelList,
 )
@@ -38,7 +42,7 @@ class Services:
 
     settings: Settings
     upstream: UpstreamClient
-    client_keys: ClientKeys
+    access: AccessControl
 
 
 _bearer = HTTPBearer(
@@ -49,7 +53,7 @@ _bearer = HTTPBearer(
 # Every error status an inference route can answer (lib/errors.py), as the API documents them.
 ERROR_STATUSES: dict[int, str] = {
     400: "Refused by a rule the schema cannot state, or by the upstream",
-    401: "Missing or unknown client key",
+    401: "Missing, unknown or expired client key",
     402: "The server's Hugging Face account is out of credits",
     403: "Model not allowed on this deployment",
     404: "Model not found upstream",
@@ -57,9 +61,10 @@ ERROR_STATUSES: dict[int, str] = {
     413: "Request body too large",
     415: "A compressed request body (send JSON uncompressed)",
     422: "Invalid request field, or a body JSON cannot carry",
-    429: "Rate limited upstream (Retry-After passed on)",
+    429: "The key's rate limit or token budget is spent, or the upstream rate limits",
     502: "Upstream failed, or refused the server's credentials",
-    503: "This deployment lacks a setting it needs (HF_TOKEN, PROXY_API_KEYS)",
+    503: "This deployment lacks a setting it needs (HF_TOKEN, PROXY_API_KEYS), or its limit "
+    "store is unreachable",
     504: "Upstream did not answer within the deadline",
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -84,15 +89,20 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def start_upstream_call(request: Request, model: str, *, stream: bool = False) -> UpstreamCall:
-    """Begin the request's upstream call; the access log reads what it records."""
+async def start_upstream_call(
+    request: Request, caller: Caller, model: str, *, stream: bool = False
+) -> UpstreamCall:
+    """Admit the caller's request for `model` (its key's models and limits), then begin the
+    upstream call; the access log reads what it records."""
+    caller.check_model(model)
     call = UpstreamCall(request_id=request.state.request_id, model=model)
     request.state.upstream_call, request.state.stream = call, stream
+    await caller.admit()
     return call
 
 
 class GatedRoute(APIRoute):
-    """A route that spends the token: the caller's key is checked before the body is read.
+    """A route that spends the token: the caller is identified before the body is read.
 
     FastAPI reads and parses a body before it solves dependencies, so a dependency alone
     would let a stranger without a key make the proxy read (and hold) their upload. The
@@ -105,7 +115,9 @@ class GatedRoute(APIRoute):
         has_body = self.body_field is not None
 
         async def gated_handler(request: Request) -> Response:
-            _services(request).client_keys.check(request.headers.get("authorization"))
+            caller = _services(request).access.identify(request.headers.get("authorization"))
+            request.state.caller, request.state.access = caller, caller.record
+            request.state.response_headers = caller.response_headers
             if has_body:
                 request = await read_json_request(request)
             return await handler(request)
@@ -113,14 +125,19 @@ class GatedRoute(APIRoute):
         return gated_handler
 
 
-async def require_client_key(
+async def require_caller(
+    request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> None:
-    """Declares the bearer key in the API document; `GatedRoute` has checked it already."""
+) -> Caller:
+    """Who is calling and what they may do; `GatedRoute` has identified them already
+    (and refused a missing, unknown or expired key). Declares the bearer key in the API
+    document."""
+    return request.state.caller
 
 
+CallerDep = Annotated[Caller, Depends(require_caller)]
 inference_router = APIRouter(
-    route_class=GatedRoute, dependencies=[Depends(require_client_key)], responses=_ERRORS
+    route_class=GatedRoute, dependencies=[Depends(require_caller)], responses=_ERRORS
 )
 public_router = APIRouter()
 
@@ -132,20 +149,25 @@ public_router = APIRouter()
     response_model=None,
     responses={200: {"content": {"application/json": {}, **SSE_CONTENT}}},
 )
-async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, caller: CallerDep
+) -> Response:
     """Forward an OpenAI chat completion; `stream: true` relays the SSE events as they come."""
     model = inference.resolve_model(body.model, _services(request).settings)
-    return await answer_chat(body, model, request)
+    return await answer_chat(body, model, request, caller)
 
 
-async def answer_chat(body: ChatCompletionRequest, model: str, request: Request) -> Response:
+async def answer_chat(
+    body: ChatCompletionRequest, model: str, request: Request, caller: Caller
+) -> Response:
     """Serve a chat completion for `model`, already resolved and allowed."""
     upstream = _services(request).upstream
-    call = start_upstream_call(request, model, stream=body.stream)
     payload = inference.build_chat_payload(body, model)
+    caller.cap_completion_tokens(payload)
+    call = await start_upstream_call(request, caller, model, stream=body.stream)
     if body.stream:
-        return await inference.stream_chat(upstream, payload, call)
-    reply = await inference.forward_chat(upstream, payload, call)
+        return await inference.stream_chat(upstream, payload, call, caller)
+    reply = await inference.forward_chat(upstream, payload, call, caller)
     return Response(reply.content, media_type="application/json")
 
 
@@ -156,15 +178,18 @@ async def answer_chat(body: ChatCompletionRequest, model: str, request: Request)
     response_model=GenerateResponse,
     responses={200: {"content": SSE_CONTENT}},
 )
-async def generate(body: GenerateRequest, request: Request) -> Response | GenerateResponse:
+async def generate(
+    body: GenerateRequest, request: Request, caller: CallerDep
+) -> Response | GenerateResponse:
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
     services = _services(request)
     model = inference.resolve_model(body.model, services.settings)
-    call = start_upstream_call(request, model, stream=body.stream)
     payload = inference.build_generate_payload(body, model)
+    caller.cap_completion_tokens(payload)
+    call = await start_upstream_call(request, caller, model, stream=body.stream)
     if body.stream:
-        return await inference.stream_generated_text(services.upstream, payload, call)
-    return await inference.generate_text(services.upstream, payload, call)
+        return await inference.stream_generated_text(services.upstream, payload, call, caller)
+    return await inference.generate_text(services.upstream, payload, call, caller)
 
 
 @inference_router.post(
@@ -173,11 +198,14 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
     summary="Create embeddings",
     response_model=EmbeddingResponse,
 )
-async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    """Embed one text or a list of texts with a feature-extraction model."""
+async def create_embeddings(
+    body: EmbeddingRequest, request: Request, caller: CallerDep
+) -> Response:
+    """Embed one text or a list of texts with a feature-extraction model (counted as a request;
+    the upstream reports no tokens)."""
     services = _services(request)
     model = inference.resolve_embedding_model(body.model, services.settings)
-    call = start_upstream_call(request, model)
+    call = await start_upstream_call(request, caller, model)
     if services.settings.upstream_api == "openai":
         embed = embeddings.relay_openai_embeddings
     else:
@@ -227,13 +255,38 @@ def _model_card(model: str, tasks: dict[str, str]) -> ModelCard:
     return ModelCard(id=model, owned_by=owner, task=tasks.get(model))
 
 
+@inference_router.get("/api/limits", tags=["Service"], summary="The caller's limits")
+async def limits(request: Request, caller: CallerDep) -> LimitsReport:
+    """The caller's key name, its policy, and what it has left this minute and today."""
+    limiter = _services(request).access.limiter
+    remaining = await limiter.remaining(caller.key)
+    policy = caller.policy
+    return LimitsReport(
+        key=caller.name,
+        policy=KeyPolicy(
+            rpm=policy.rpm,
+            tpm=policy.tpm,
+            daily_tokens=policy.daily_tokens,
+            max_tokens=policy.max_tokens,
+            models=list(policy.models) if policy.models is not None else None,
+            expires=policy.expires.isoformat() if policy.expires else None,
+        ),
+        remaining=LimitsRemaining(**dataclasses.asdict(remaining)),
+        limits_store=limiter.store_kind,
+    )
+
+
 @public_router.get("/api/health", tags=["Service"], summary="Health and configuration")
 async def health(request: Request) -> Health:
-    """Needs no key and calls nothing upstream; reports configuration as booleans only."""
+    """Needs no key and calls nothing upstream; reports configuration as booleans only, and
+    whether the limit store answers (bounded: a fraction of a second)."""
     services = _services(request)
+    access = services.access
     return Health(
         version=__version__,
         token_configured=services.settings.hf_token is not None,
-        keys_configured=services.client_keys.configured,
-        anonymous_allowed=services.client_keys.allow_anonymous,
+        keys_configured=access.keys.configured,
+        anonymous_allowed=access.keys.allow_anonymous,
+        limits_store=access.limiter.store_kind,
+        limits_store_reachable=await access.limiter.store_answers(),
     )

@@ -68,10 +68,27 @@ class Settings(BaseSettings):
     _allowlist_defaulted: bool = PrivateAttr(default=False)
     # AWS Lambda only: a path prefix API Gateway leaves in the path (a named stage, "/prod").
     api_gateway_base_path: str = Field(default="/", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    # Named keys and their limits (lib/access/policy.py): a TOML file, or its text.
+    keys_file: str | None = None
+    keys_toml: str | None = None
+    global_daily_tokens: int | None = Field(default=None, ge=1)
+    # The shared limit store; KV_URL is the name Vercel's Upstash integration sets.
+    redis_url: SecretStr | None = None
+    kv_url: SecretStr | None = None
+    limits_on_store_error: Literal["local", "closed"] = "local"
+    limits_store_timeout_s: float = Field(default=0.25, gt=0, le=5)
 
-    @field_validator("hf_token", mode="before")
+    @field_validator(
+        "hf_token",
+        "redis_url",
+        "kv_url",
+        "keys_file",
+        "keys_toml",
+        "global_daily_tokens",
+        mode="before",
+    )
     @classmethod
-    def _empty_token_is_none(cls, value: Any) -> Any:
+    def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value.strip() if isinstance(value, str) else value
@@ -123,6 +140,13 @@ class Settings(BaseSettings):
     def _lower_upstream_api(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("redis_url", "kv_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
@@ -134,6 +158,11 @@ class Settings(BaseSettings):
             self.allowed_models = [self.default_model, self.embedding_model]
             self._allowlist_defaulted = True
         return self
+
+    @property
+    def limits_store_url(self) -> SecretStr | None:
+        """The shared limit store's URL: `REDIS_URL`, else `KV_URL`; None for the in-process one."""
+        return self.redis_url or self.kv_url
 
     @property
     def allowlist_defaulted(self) -> bool:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from lib.errors import ProxyError, UpstreamError
 from lib.upstream import UpstreamStream, parse_json
+
+if TYPE_CHECKING:
+    from lib.access import Caller
 
 DONE_EVENT = b"data: [DONE]\n\n"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -79,26 +82,39 @@ def format_error_event(exc: ProxyError) -> bytes:
     return format_event(exc.to_body())
 
 
-async def relay_chat_events(stream: UpstreamStream) -> AsyncIterator[bytes]:
+async def relay_chat_events(
+    stream: UpstreamStream, caller: Caller, payload: dict[str, Any], *, show_usage: bool
+) -> AsyncIterator[bytes]:
     """Pass chat completion chunks through as they arrive, then `[DONE]` once the router sent it.
 
     The events one upstream read completed go out as one piece: a write per read, not per
-    event, which costs a fast upstream less and holds nothing back from a slow one.
+    event, which costs a fast upstream less and holds nothing back from a slow one. The
+    usage chunk (asked for upstream) is relayed only if the caller asked for it; the tokens
+    are counted before `[DONE]` goes out, or, when the stream ends early, from what was sent.
     """
     ready: list[bytes] = []
+    usage: Any = None
+    sent_chars = 0
     try:
         async for blocks in stream.event_batches():
             done = False
             for block in blocks:
                 data = _event_data(block)
                 if data == b"[DONE]":
+                    await caller.charge(usage, payload=payload, answer_chars=sent_chars)
                     ready.append(DONE_EVENT)
                     done = True
                     break
                 if data is not None:
                     # Parsing every event costs microseconds; relaying a malformed one would
                     # make the caller's client fail with a confusing JSON error instead.
-                    _parse_chunk(data, stream)
+                    chunk = _parse_chunk(data, stream)
+                    choices = chunk.get("choices")
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        if not choices and not show_usage:
+                            continue
+                    sent_chars += _delta_chars(choices)
                 ready.append(block + b"\n\n")
             piece = b"".join(ready)
             ready.clear()
@@ -110,19 +126,25 @@ async def relay_chat_events(stream: UpstreamStream) -> AsyncIterator[bytes]:
         ready.append(format_error_event(exc))
         yield b"".join(ready)
     finally:
+        await caller.charge(usage, payload=payload, answer_chars=sent_chars)
         await stream.aclose()
 
 
-async def relay_generate_events(stream: UpstreamStream, model: str) -> AsyncIterator[bytes]:
+async def relay_generate_events(
+    stream: UpstreamStream, caller: Caller, payload: dict[str, Any]
+) -> AsyncIterator[bytes]:
     """Turn chat chunks into `{"text": delta}` events and a closing event with the usage."""
+    model = payload["model"]
     finish_reason: str | None = None
     usage: Any = None
+    sent_chars = 0
     try:
         async for block in stream.events():
             data = _event_data(block)
             if data is None:
                 continue
             if data == b"[DONE]":
+                await caller.charge(usage, payload=payload, answer_chars=sent_chars)
                 yield format_event(
                     {"model": model, "text": "", "finish_reason": finish_reason, "usage": usage}
                 )
@@ -135,6 +157,7 @@ async def relay_generate_events(stream: UpstreamStream, model: str) -> AsyncIter
                 delta = choice.get("delta") or {}
                 text = delta.get("content") if isinstance(delta, dict) else None
                 if text:
+                    sent_chars += len(text)
                     yield format_event({"text": text})
                 finish_reason = choice.get("finish_reason") or finish_reason
             usage = chunk.get("usage") or usage
@@ -142,7 +165,19 @@ async def relay_generate_events(stream: UpstreamStream, model: str) -> AsyncIter
     except ProxyError as exc:
         yield format_error_event(exc)
     finally:
+        await caller.charge(usage, payload=payload, answer_chars=sent_chars)
         await stream.aclose()
+
+
+def _delta_chars(choices: Any) -> int:
+    """The characters of text a chunk's choices carry (to estimate tokens without a report)."""
+    chars = 0
+    for choice in choices or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+    return chars
 
 
 def _event_data(block: bytes) -> bytes | None:

@@ -22,9 +22,10 @@ from lib.large_json import json_response
 from lib.routes import (
     ERROR_STATUSES,
     SSE_CONTENT,
+    CallerDep,
     GatedRoute,
     answer_chat,
-    require_client_key,
+    require_caller,
     start_upstream_call,
 )
 from lib.schemas import TASK_MODEL_SCHEMA_PATTERN, ChatCompletionRequest, TaskErrorBody
@@ -91,7 +92,7 @@ class TaskRequest(BaseModel):
 task_router = APIRouter(
     prefix="/models",
     route_class=GatedRoute,
-    dependencies=[Depends(require_client_key)],
+    dependencies=[Depends(require_caller)],
     tags=["Hugging Face tasks"],
     responses={
         status: {"model": TaskErrorBody, "description": description}
@@ -127,7 +128,7 @@ TaskName = Annotated[
     dependencies=[Depends(require_hf_router)],
 )
 async def run_pipeline(
-    model: TaskModel, task: TaskName, body: TaskRequest, request: Request
+    model: TaskModel, task: TaskName, body: TaskRequest, request: Request, caller: CallerDep
 ) -> Response:
     """Forward to the model's `task` pipeline; `feature-extraction` splits long input lists."""
     if task not in HF_INFERENCE_TASKS:
@@ -138,10 +139,12 @@ async def run_pipeline(
             code="unknown_task",
         )
     if task != "feature-extraction":
-        return await _forward(model, lambda m: inference.pipeline_path(m, task), body, request)
+        return await _forward(
+            model, lambda m: inference.pipeline_path(m, task), body, request, caller
+        )
     services = request.app.state.services
     resolved = inference.resolve_task_model(model, services.settings)
-    call = start_upstream_call(request, resolved)
+    call = await start_upstream_call(request, caller, resolved)
     content = await embeddings.extract_features(
         services.upstream,
         inference.build_task_payload(body),
@@ -158,11 +161,11 @@ async def run_pipeline(
     responses={200: {"content": {"application/json": {}, **SSE_CONTENT}}},
 )
 async def create_model_chat_completion(
-    model: TaskModel, body: ChatCompletionRequest, request: Request
+    model: TaskModel, body: ChatCompletionRequest, request: Request, caller: CallerDep
 ) -> Response:
     """What `InferenceClient(model="<proxy>/models/<org>/<name>").chat_completion()` calls."""
     resolved = inference.resolve_task_model(model, request.app.state.services.settings)
-    return await answer_chat(body, resolved, request)
+    return await answer_chat(body, resolved, request, caller)
 
 
 @task_router.post(
@@ -170,17 +173,24 @@ async def create_model_chat_completion(
     summary="Run the model's task on hf-inference",
     dependencies=[Depends(require_hf_router)],
 )
-async def run_task(model: TaskModel, body: TaskRequest, request: Request) -> Response:
+async def run_task(
+    model: TaskModel, body: TaskRequest, request: Request, caller: CallerDep
+) -> Response:
     """Forward any task body (classification, summarization, generation, ...) as JSON."""
-    return await _forward(model, inference.task_path, body, request)
+    return await _forward(model, inference.task_path, body, request, caller)
 
 
 async def _forward(
-    model: str, path_of: Callable[[str], str], body: TaskRequest, request: Request
+    model: str,
+    path_of: Callable[[str], str],
+    body: TaskRequest,
+    request: Request,
+    caller: CallerDep,
 ) -> Response:
+    # Task answers report no tokens: these routes count requests only.
     services = request.app.state.services
     resolved = inference.resolve_task_model(model, services.settings)
-    call = start_upstream_call(request, resolved)
     payload = inference.build_task_payload(body)
+    call = await start_upstream_call(request, caller, resolved)
     reply = await services.upstream.post_json(path_of(resolved), payload, call)
     return Response(reply.content, media_type="application/json")

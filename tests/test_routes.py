@@ -274,6 +274,8 @@ def test_health_needs_no_key_calls_nothing_and_reports_booleans(
         "token_configured": True,
         "keys_configured": True,
         "anonymous_allowed": False,
+        "limits_store": "memory",
+        "limits_store_reachable": True,
     }
     assert CANARY_TOKEN not in response.text and CANARY_KEY not in response.text
     assert not upstream.calls

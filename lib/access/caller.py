@@ -1,0 +1,121 @@
+"""The caller: who is calling and what they may do, as the routes see it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from lib.access.limits import AccessRecord, Limiter
+from lib.access.policy import NamedKey, Policy
+from lib.errors import ClientRequestError, ModelNotAllowedError
+from lib.model_ids import is_model_allowed
+
+# Without a usage report, a text's tokens are estimated at four characters each.
+_CHARS_PER_TOKEN = 4
+# Counting tokens after a hang-up must not be cancelled with the request, nor hang.
+_CHARGE_BOUND_S = 2.0
+
+
+@dataclass(slots=True)
+class Caller:
+    """One request's caller: its key (name and policy), and the limits that apply to it.
+
+    `response_headers` are added to the response, whatever it is (the rate-limit headers).
+    """
+
+    key: NamedKey
+    limiter: Limiter
+    record: AccessRecord
+    response_headers: dict[str, str] = field(default_factory=dict)
+    _charged: bool = False
+
+    @property
+    def name(self) -> str:
+        """The key's name: shown in logs and `/api/limits`, never the key."""
+        return self.key.name
+
+    @property
+    def policy(self) -> Policy:
+        """What the key may do."""
+        return self.key.policy
+
+    def check_model(self, model: str) -> None:
+        """Refuse a model outside the key's own `models` (the deployment's allowlist is checked
+        when the model is resolved)."""
+        models = self.policy.models
+        if models is not None and not is_model_allowed(model, models):
+            raise ModelNotAllowedError(
+                f"The model '{model}' is not allowed for this key. Allowed: {', '.join(models)}.",
+                param="model",
+            )
+
+    def cap_completion_tokens(self, payload: dict[str, Any]) -> None:
+        """Apply the key's `max_tokens` to a chat payload: send it when the caller set none,
+        refuse (400) a request that asks for more."""
+        cap = self.policy.max_tokens
+        if cap is None:
+            return
+        for field_name in ("max_completion_tokens", "max_tokens"):
+            asked = payload.get(field_name)
+            if asked is None:
+                continue
+            if isinstance(asked, int) and not isinstance(asked, bool) and asked > cap:
+                raise ClientRequestError(
+                    f"'{field_name}' is {asked}, above this key's cap of {cap} tokens; "
+                    f"ask for {cap} or fewer.",
+                    param=field_name,
+                    code="max_tokens_above_cap",
+                )
+            return
+        payload["max_tokens"] = cap
+
+    async def admit(self) -> None:
+        """Count this request against the key's limits, or raise the refusal (429, 503)."""
+        if self.limiter.applies_to(self.key):
+            self.response_headers.update(await self.limiter.admit(self.key, self.record))
+
+    async def charge(
+        self, usage: Any, *, payload: dict[str, Any] | None = None, answer_chars: int = 0
+    ) -> None:
+        """Count the request's tokens once: the upstream's `usage` report, or, when none came
+        (a caller who hung up), an estimate from the prompt in `payload` and the text sent.
+
+        Shielded and bounded, so it completes even while the request is being cancelled.
+        """
+        if self._charged:
+            return
+        self._charged = True
+        prompt, completion = _reported_tokens(usage)
+        if prompt is None or completion is None:
+            prompt = _estimate(_prompt_chars(payload))
+            completion = _estimate(answer_chars)
+        self.record.prompt_tokens, self.record.completion_tokens = prompt, completion
+        with anyio.move_on_after(_CHARGE_BOUND_S, shield=True):
+            await self.limiter.add_tokens(self.key, prompt + completion)
+
+
+def _reported_tokens(usage: Any) -> tuple[int | None, int | None]:
+    if not isinstance(usage, dict):
+        return None, None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None, None
+    return max(prompt, 0), max(completion, 0)
+
+
+def _prompt_chars(payload: dict[str, Any] | None) -> int:
+    total = 0
+    for message in (payload or {}).get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
+    return total
+
+
+def _estimate(chars: int) -> int:
+    return math.ceil(chars / _CHARS_PER_TOKEN)

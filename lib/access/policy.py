@@ -1,0 +1,183 @@
+"""Named keys and their policies: the TOML file (`KEYS_FILE` or `KEYS_TOML`) and `PROXY_API_KEYS`.
+
+The file holds no secret, only each key's SHA-256, so it may be committed:
+
+    [defaults]              # every key without its own value; PROXY_API_KEYS keys get these
+    rpm = 60
+    [keys.mobile-app]
+    sha256 = "<64 hex digits>"
+    daily_tokens = 5000000
+
+A mistake stops start-up with one line naming the file and the entry, never a key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lib.model_ids import is_model_allowed, is_valid_model_id
+from lib.settings import Settings, SettingsError
+
+_LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens", "max_tokens")
+_DEFAULT_FIELDS = frozenset({*_LIMIT_FIELDS, "models"})
+_KEY_FIELDS = frozenset({*_DEFAULT_FIELDS, "sha256", "expires"})
+_KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What a key may do. `None` is no limit; `models` None allows every allowed model."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    daily_tokens: int | None = None
+    max_tokens: int | None = None
+    models: tuple[str, ...] | None = None
+    expires: dt.datetime | None = None
+
+    @property
+    def counted(self) -> bool:
+        """True when a request on this policy must go through the limit store."""
+        return self.rpm is not None or self.tpm is not None or self.daily_tokens is not None
+
+
+@dataclass(frozen=True, slots=True)
+class NamedKey:
+    """A client key as the proxy knows it: a name for logs, its SHA-256, and its policy."""
+
+    name: str
+    digest: bytes
+    policy: Policy
+
+
+def key_id(digest: bytes) -> str:
+    """The name of a key from `PROXY_API_KEYS`: a short id that does not reveal the key."""
+    return "key-" + digest.hex()[:8]
+
+
+def load_keys(settings: Settings) -> tuple[list[NamedKey], Policy]:
+    """Every configured key with its policy, and the `[defaults]` policy (for anonymous callers).
+
+    Raises `SettingsError` naming the file and the entry when the policy file is wrong.
+    """
+    source, document = _read_policy_document(settings)
+    defaults = Policy()
+    named: list[NamedKey] = []
+    if document is not None:
+        unknown = set(document) - {"defaults", "keys"}
+        if unknown:
+            raise SettingsError(f"{source}: unknown table [{sorted(unknown)[0]}]")
+        defaults = _policy(source, "[defaults]", document.get("defaults", {}), Policy(), settings)
+        keys = document.get("keys", {})
+        if not isinstance(keys, dict):
+            raise SettingsError(f"{source}: [keys] must hold one table per key")
+        for name, entry in keys.items():
+            named.append(_named_key(source, name, entry, defaults, settings))
+    seen = {key.digest: key.name for key in named}
+    if len(seen) != len(named):
+        raise SettingsError(f"{source}: two [keys] entries hold the same sha256")
+    for entry in settings.proxy_api_keys:
+        digest = _digest_of_entry(entry.get_secret_value())
+        if digest not in seen:  # a key in both places is the named one
+            seen[digest] = key_id(digest)
+            named.append(NamedKey(key_id(digest), digest, defaults))
+    return named, defaults
+
+
+def _read_policy_document(settings: Settings) -> tuple[str, dict[str, Any] | None]:
+    if settings.keys_file and settings.keys_toml:
+        raise SettingsError("set KEYS_FILE or KEYS_TOML, not both")
+    if settings.keys_file:
+        source = f"KEYS_FILE {settings.keys_file}"
+        try:
+            text = Path(settings.keys_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"{source}: cannot be read ({exc.strerror})") from None
+    elif settings.keys_toml:
+        source, text = "KEYS_TOML", settings.keys_toml
+    else:
+        return "", None
+    try:
+        return source, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message names a position, never the text found there.
+        raise SettingsError(f"{source}: not valid TOML: {exc}") from None
+
+
+def _named_key(
+    source: str, name: str, entry: Any, defaults: Policy, settings: Settings
+) -> NamedKey:
+    where = f"[keys.{name}]" if _KEY_NAME.match(name) else "[keys]"
+    if not _KEY_NAME.match(name):
+        raise SettingsError(f"{source}: {where}: a key name is 1-64 of A-Z a-z 0-9 . _ -")
+    if name == ANONYMOUS:
+        raise SettingsError(f"{source}: {where}: the name is reserved for callers without a key")
+    if not isinstance(entry, dict):
+        raise SettingsError(f"{source}: {where} must be a table")
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or not _HEX_DIGEST.match(digest):
+        raise SettingsError(f"{source}: {where}: sha256 must be 64 hex digits")
+    policy = _policy(source, where, entry, defaults, settings, allowed=_KEY_FIELDS)
+    return NamedKey(name, bytes.fromhex(digest), policy)
+
+
+def _policy(
+    source: str,
+    where: str,
+    table: Any,
+    base: Policy,
+    settings: Settings,
+    allowed: frozenset[str] = _DEFAULT_FIELDS,
+) -> Policy:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{source}: {where} must be a table")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SettingsError(f"{source}: {where}: unknown field {unknown[0]!r}")
+    changes: dict[str, Any] = {}
+    for field in _LIMIT_FIELDS:
+        if field in table:
+            value = table[field]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SettingsError(f"{source}: {where}: {field} must be a whole number above 0")
+            changes[field] = value
+    if "models" in table:
+        changes["models"] = _models(source, where, table["models"], settings)
+    if "expires" in table:
+        changes["expires"] = _expiry(source, where, table["expires"])
+    return replace(base, **changes)
+
+
+def _models(source: str, where: str, models: Any, settings: Settings) -> tuple[str, ...]:
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise SettingsError(f"{source}: {where}: models must be a list of model ids")
+    for model in models:
+        if not is_valid_model_id(model) or not is_model_allowed(model, settings.allowed_models):
+            raise SettingsError(
+                f"{source}: {where}: model {model[:100]!r} is not in ALLOWED_MODELS"
+            )
+    return tuple(models)
+
+
+def _expiry(source: str, where: str, value: Any) -> dt.datetime:
+    """A TOML date means the key works through that day (UTC); a datetime, until that instant."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    raise SettingsError(f"{source}: {where}: expires must be a TOML date or datetime")
+
+
+def _digest_of_entry(entry: str) -> bytes:
+    """A `PROXY_API_KEYS` entry's SHA-256: `sha256:<hex>` holds it, any other entry is the key."""
+    if entry.startswith("sha256:"):
+        return bytes.fromhex(entry.removeprefix("sha256:"))
+    return hashlib.sha256(entry.encode()).digest()
