@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import httpx
@@ -215,8 +216,13 @@ def test_one_log_line_per_request_without_prompt_or_secrets(
         "stream": False,
         "client_disconnected": False,
         "caller_stalled": False,
+        "key": "key-" + hashlib.sha256(CANARY_KEY.encode()).hexdigest()[:8],
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "limited_by": None,
     }
     assert second["status"] == 401 and second["upstream_status"] is None
+    assert second["key"] is None
     text = "\n".join(log_lines)
     for secret in ("a secret prompt", CANARY_TOKEN, CANARY_KEY, "pg_test_canary_bad"):
         assert secret not in text

@@ -1,0 +1,96 @@
+"""A real `redis-server` on a free loopback port, started and stopped by the tests.
+
+`.ci/run` installs Debian's redis-server. Without it the Redis tests skip, saying why;
+under `CI=true` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process: its URL, and ways to make it misbehave."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """The `redis://` URL the proxy is given."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *args: str) -> str:
+        """Run one command with a fresh connection (RESP inline), return the raw reply."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall(" ".join(args).encode() + b"\r\n")
+            return conn.recv(65536).decode()
+
+    def flush(self) -> None:
+        """Forget every count."""
+        assert "+OK" in self.command("FLUSHALL")
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Freeze the server (SIGSTOP): it accepts connections and answers nothing."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+
+def redis_server_binary() -> str:
+    """The redis-server to run; skip (fail under CI=true) when there is none."""
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if binary is None:
+        message = "redis-server is not installed (apt-get install redis-server; .ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(f"SKIPPED LOUDLY: {message}")
+    return binary
+
+
+@contextmanager
+def run_redis_server() -> Iterator[RedisServer]:
+    """Start redis-server on a free port, with no persistence; stop it on exit."""
+    binary = redis_server_binary()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(port, process)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if "PONG" in server.command("PING"):
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+    try:
+        yield server
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        process.terminate()
+        process.wait(timeout=10)

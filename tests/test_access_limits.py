@@ -1,0 +1,333 @@
+"""Rate limits and token budgets through the app, on the in-process store and on a real Redis.
+
+Windows move with an injected clock, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi.testclient import TestClient
+
+from lib.app import create_app
+from tests.conftest import AUTH, CANARY_KEY, chat_completion, chunk, make_settings, sse
+from tests.redis_server import RedisServer, run_redis_server
+from tests.secret_audit import audited
+
+CHAT = "/v1/chat/completions"
+HELLO = {"messages": [{"role": "user", "content": "Hello?"}]}
+T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC: a minute's first second
+UNTIL_MIDNIGHT = 16 * 3600
+KEY_SHA256 = hashlib.sha256(CANARY_KEY.encode()).hexdigest()
+OTHER_KEY = "pg_test_canary_key_other"
+OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
+
+
+class Clock:
+    """An injected wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with run_redis_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test runs on both stores: None (in-process), or a real Redis, emptied first."""
+    if request.param == "memory":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.flush()
+    return server.url
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def policy(key: str = "app", **fields: Any) -> str:
+    """A policy file with one named key (the canary key) holding `fields`."""
+    lines = [f"[keys.{key}]", f'sha256 = "{KEY_SHA256}"']
+    lines += [f"{name} = {json.dumps(value)}" for name, value in fields.items()]
+    return "\n".join(lines) + "\n"
+
+
+def limited_client(
+    upstream: respx.Router, clock: Clock, store_url: str | None, keys_toml: str, **settings: Any
+) -> TestClient:
+    app = create_app(
+        make_settings(keys_toml=keys_toml, redis_url=store_url, **settings),
+        transport=httpx.MockTransport(upstream.async_handler),
+        clock=clock,
+    )
+    return TestClient(audited(app), raise_server_exceptions=False)
+
+
+def test_requests_over_rpm_get_429_with_retry_after_and_openai_headers(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with limited_client(upstream, clock, store_url, policy(rpm=3)) as client:
+        remaining = []
+        for _ in range(3):
+            response = client.post(CHAT, json=HELLO, headers=AUTH)
+            assert response.status_code == 200
+            assert response.headers["x-ratelimit-limit-requests"] == "3"
+            assert response.headers["x-ratelimit-reset-requests"] == "1m0s"
+            remaining.append(response.headers["x-ratelimit-remaining-requests"])
+        assert remaining == ["2", "1", "0"]
+
+        refused = client.post(CHAT, json=HELLO, headers=AUTH)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        assert "3 requests per minute" in refused.json()["error"]["message"]
+        assert refused.headers["retry-after"] == "60"
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+        assert len(upstream.calls) == 3
+
+        clock.now += 45
+        assert client.post(CHAT, json=HELLO, headers=AUTH).headers["retry-after"] == "15"
+        clock.now += 15  # the next minute
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+
+
+def test_day_budget_runs_out_at_the_request_that_spends_it_and_says_do_not_retry(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())  # 5 tokens each
+    with limited_client(upstream, clock, store_url, policy(daily_tokens=12)) as client:
+        statuses = [client.post(CHAT, json=HELLO, headers=AUTH).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]  # 0, 5 and 10 tokens spent before each
+        refused = client.post(CHAT, json=HELLO, headers=AUTH)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "insufficient_quota"
+        assert "12 tokens for today" in refused.json()["error"]["message"]
+        assert refused.headers["x-should-retry"] == "false"
+        assert refused.headers["retry-after"] == str(UNTIL_MIDNIGHT)
+        assert refused.headers["x-ratelimit-limit-tokens"] == "12"
+        assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+        assert refused.headers["x-ratelimit-reset-tokens"] == "16h0m0s"
+        clock.now += UNTIL_MIDNIGHT
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+
+
+def test_tokens_per_minute_refuse_until_the_next_minute(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with limited_client(upstream, clock, store_url, policy(tpm=10)) as client:
+        first = client.post(CHAT, json=HELLO, headers=AUTH)
+        assert first.headers["x-ratelimit-remaining-tokens"] == "10"
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+        refused = client.post(CHAT, json=HELLO, headers=AUTH)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert "10 tokens per minute" in refused.json()["error"]["message"]
+        clock.now += 60
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+
+
+def test_global_daily_tokens_cap_every_key_together(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with limited_client(
+        upstream,
+        clock,
+        store_url,
+        policy(),
+        proxy_api_keys=f"{CANARY_KEY},{OTHER_KEY}",
+        global_daily_tokens=10,
+    ) as client:
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+        assert client.post(CHAT, json=HELLO, headers=OTHER).status_code == 200
+        for headers in (AUTH, OTHER):
+            refused = client.post(CHAT, json=HELLO, headers=headers)
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "insufficient_quota"
+            assert "This deployment has used its daily token budget" in refused.text
+            assert refused.headers["x-should-retry"] == "false"
+
+
+def test_key_cap_on_max_tokens_is_sent_when_absent_and_refused_when_exceeded(
+    upstream: respx.Router, clock: Clock
+) -> None:
+    route = upstream.post(CHAT).respond(200, json=chat_completion())
+    with limited_client(upstream, clock, None, policy(max_tokens=64, rpm=5)) as client:
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+        assert json.loads(route.calls.last.request.content)["max_tokens"] == 64
+        client.post(CHAT, json={**HELLO, "max_tokens": 10}, headers=AUTH)
+        assert json.loads(route.calls.last.request.content)["max_tokens"] == 10
+        for field in ("max_tokens", "max_completion_tokens"):
+            refused = client.post(CHAT, json={**HELLO, field: 65}, headers=AUTH)
+            assert refused.status_code == 400
+            assert refused.json()["error"]["param"] == field
+            assert "cap of 64 tokens" in refused.json()["error"]["message"]
+        refused = client.post(
+            "/api/generate", json={"prompt": "x", "max_tokens": 100}, headers=AUTH
+        )
+        assert refused.status_code == 400 and "64" in refused.json()["error"]["message"]
+        assert len(route.calls) == 2
+        # Refused requests were not counted.
+        limits = client.get("/api/limits", headers=AUTH).json()
+        assert limits["remaining"]["requests_this_minute"] == 3
+
+
+def test_key_models_narrow_the_allowlist(upstream: respx.Router, clock: Clock) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    toml = policy(models=["Qwen/Qwen2.5-7B-Instruct"])
+    allowed = "HuggingFaceTB/SmolLM3-3B,Qwen/Qwen2.5-7B-Instruct"
+    with limited_client(upstream, clock, None, toml, allowed_models=allowed) as client:
+        refused = client.post(CHAT, json=HELLO, headers=AUTH)  # the default model
+        assert refused.status_code == 403
+        assert "not allowed for this key" in refused.json()["error"]["message"]
+        body = {**HELLO, "model": "Qwen/Qwen2.5-7B-Instruct:groq"}
+        assert client.post(CHAT, json=body, headers=AUTH).status_code == 200
+
+
+def test_stream_hides_the_usage_chunk_unless_asked_and_counts_its_tokens(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+    body = sse(chunk("Hi"), chunk(" there", "stop"), chunk(usage=usage), "[DONE]")
+    route = upstream.post(CHAT).respond(
+        200, content=body, headers={"content-type": "text/event-stream"}
+    )
+    with limited_client(upstream, clock, store_url, policy(tpm=100, rpm=10)) as client:
+        hidden = client.post(CHAT, json={**HELLO, "stream": True}, headers=AUTH)
+        assert hidden.status_code == 200
+        assert hidden.headers["x-ratelimit-limit-requests"] == "10"
+        sent = json.loads(route.calls.last.request.content)
+        assert sent["stream_options"] == {"include_usage": True}
+        assert '"usage": {' not in hidden.text and '"prompt_tokens"' not in hidden.text
+        assert hidden.text.count("data: ") == 3 and hidden.text.endswith("data: [DONE]\n\n")
+
+        asked = {**HELLO, "stream": True, "stream_options": {"include_usage": True}}
+        shown = client.post(CHAT, json=asked, headers=AUTH)
+        assert '"prompt_tokens": 7' in shown.text and shown.text.count("data: ") == 4
+
+        remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
+        assert remaining["tokens_this_minute"] == 100 - 2 * 11
+
+
+def test_stream_without_usage_is_counted_from_its_text(
+    upstream: respx.Router, clock: Clock
+) -> None:
+    body = sse(chunk("12345678"), chunk("1234", "stop"), "[DONE]")  # 12 chars: 3 tokens
+    upstream.post(CHAT).respond(200, content=body, headers={"content-type": "text/event-stream"})
+    prompt = {"messages": [{"role": "user", "content": "x" * 20}], "stream": True}  # 5 tokens
+    with limited_client(upstream, clock, None, policy(tpm=100)) as client:
+        assert client.post(CHAT, json=prompt, headers=AUTH).status_code == 200
+        remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
+        assert remaining["tokens_this_minute"] == 100 - 8
+
+
+def test_api_limits_reports_the_callers_key_policy_and_what_remains(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    toml = "[defaults]\nmax_tokens = 256\n" + policy(
+        "mobile-app", rpm=600, daily_tokens=5_000_000, expires="2027-01-31T12:00:00Z"
+    ).replace('"2027-01-31T12:00:00Z"', "2027-01-31T12:00:00Z")
+    with limited_client(upstream, clock, store_url, toml, global_daily_tokens=10**9) as client:
+        assert client.get("/api/limits").status_code == 401
+        client.post(CHAT, json=HELLO, headers=AUTH)
+        clock.now += 30
+        report = client.get("/api/limits", headers=AUTH)
+        assert report.status_code == 200
+        assert "x-ratelimit-limit-requests" not in report.headers  # reading is not a request
+        assert report.json() == {
+            "key": "mobile-app",
+            "policy": {
+                "rpm": 600,
+                "tpm": None,
+                "daily_tokens": 5_000_000,
+                "max_tokens": 256,
+                "models": None,
+                "expires": "2027-01-31T12:00:00+00:00",
+            },
+            "remaining": {
+                "requests_this_minute": 599,
+                "tokens_this_minute": None,
+                "tokens_today": 5_000_000 - 5,
+                "deployment_tokens_today": 10**9 - 5,
+                "minute_resets_in_s": 30,
+                "day_resets_in_s": UNTIL_MIDNIGHT - 30,
+            },
+            "limits_store": "redis" if store_url else "memory",
+        }
+
+
+def test_embeddings_and_task_routes_count_requests_only(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    upstream.post(f"/hf-inference/models/{model}/pipeline/feature-extraction").respond(
+        200, json=[[0.1, 0.2]]
+    )
+    upstream.post(f"/hf-inference/models/{model}").respond(200, json=[0.5])
+    with limited_client(upstream, clock, store_url, policy(rpm=2, tpm=1)) as client:
+        embedded = client.post("/v1/embeddings", json={"input": "one two three"}, headers=AUTH)
+        assert embedded.status_code == 200
+        assert embedded.headers["x-ratelimit-remaining-requests"] == "1"
+        task = client.post(f"/models/{model}", json={"inputs": "x"}, headers=AUTH)
+        assert task.status_code == 200
+        refused = client.post(f"/models/{model}", json={"inputs": "x"}, headers=AUTH)
+        assert refused.status_code == 429
+        assert refused.json()["error_type"] == "overloaded"  # huggingface_hub's shape
+        assert "requests per minute" in refused.headers["x-error-message"]
+        remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
+        assert remaining["tokens_this_minute"] == 1
+
+
+def test_log_line_names_the_key_its_tokens_and_the_limit_that_refused(
+    upstream: respx.Router, clock: Clock, log_lines: list[str]
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with limited_client(upstream, clock, None, policy(rpm=1)) as client:
+        client.post(CHAT, json=HELLO, headers=AUTH)
+        client.post(CHAT, json=HELLO, headers=AUTH)
+    admitted, refused = (json.loads(line) for line in log_lines)
+    assert admitted["key"] == "app" and admitted["limited_by"] is None
+    assert (admitted["prompt_tokens"], admitted["completion_tokens"]) == (3, 2)
+    assert refused["key"] == "app" and refused["limited_by"] == "rpm"
+    assert refused["status"] == 429 and refused["prompt_tokens"] is None
+    assert CANARY_KEY not in "".join(log_lines) and KEY_SHA256 not in "".join(log_lines)
+
+
+def test_without_limits_nothing_is_counted_and_no_limit_headers_are_sent(
+    client: TestClient, upstream: respx.Router
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    response = client.post(CHAT, json=HELLO, headers=AUTH)
+    assert response.status_code == 200
+    assert not [name for name in response.headers if name.startswith("x-ratelimit")]
+    report = client.get("/api/limits", headers=AUTH).json()
+    assert report["remaining"]["requests_this_minute"] is None
+
+
+def test_anonymous_callers_share_the_default_limits(upstream: respx.Router, clock: Clock) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with limited_client(
+        upstream, clock, None, "[defaults]\nrpm = 2\n", proxy_api_keys="", allow_anonymous=True
+    ) as client:
+        assert client.post(CHAT, json=HELLO).status_code == 200
+        assert client.post(CHAT, json=HELLO, headers=OTHER).status_code == 200
+        assert client.post(CHAT, json=HELLO).status_code == 429
+        assert client.get("/api/limits").json()["key"] == "anonymous"
