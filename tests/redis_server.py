@@ -25,17 +25,27 @@ class RedisServer:
 
     port: int
     process: subprocess.Popen[bytes]
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        """The `redis://` URL the proxy is given."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The `redis://` URL the proxy is given (with the password, when there is one)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def command(self, *args: str) -> str:
         """Run one command with a fresh connection (RESP inline), return the raw reply."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            if self.password:
+                conn.sendall(f"AUTH {self.password}\r\n".encode())
+                assert b"+OK" in conn.recv(1024)
             conn.sendall(" ".join(args).encode() + b"\r\n")
             return conn.recv(65536).decode()
+
+    def kill(self) -> None:
+        """End the server at once, as a crash would."""
+        self.process.kill()
+        self.process.wait(timeout=10)
 
     def flush(self) -> None:
         """Forget every count."""
@@ -65,18 +75,17 @@ def redis_server_binary() -> str:
 
 
 @contextmanager
-def run_redis_server() -> Iterator[RedisServer]:
+def run_redis_server(password: str | None = None) -> Iterator[RedisServer]:
     """Start redis-server on a free port, with no persistence; stop it on exit."""
     binary = redis_server_binary()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(port, process)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if password:
+        args += ["--requirepass", password]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(port, process, password)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -91,6 +100,7 @@ def run_redis_server() -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.terminate()
-        process.wait(timeout=10)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+            process.terminate()
+            process.wait(timeout=10)

@@ -1,0 +1,128 @@
+"""The Redis store failing: killed, or hung (SIGSTOP). Each call is bounded; LIMITS_ON_STORE_ERROR
+decides between counting in-process (and logging it) and 503. Never a 500, never a hang."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import respx
+from fastapi.testclient import TestClient
+
+from lib.app import create_app
+from tests.conftest import AUTH, chat_completion, make_settings
+from tests.redis_server import RedisServer, run_redis_server
+from tests.secret_audit import audited
+from tests.test_access_limits import CHAT, HELLO, Clock, policy
+
+PASSWORD = "pg_test_canary_redis_password"
+# A store call may take 0.25 s; a request that waits on one must end far sooner than a hang.
+BOUND_S = 0.25
+GENEROUS_S = 5.0
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with run_redis_server(password=PASSWORD) as server:
+        yield server
+
+
+def client_for(
+    upstream: respx.Router, server: RedisServer, on_error: str = "local", rpm: int = 2, **settings
+) -> TestClient:
+    app = create_app(
+        make_settings(
+            keys_toml=policy(rpm=rpm),
+            redis_url=server.url,
+            limits_on_store_error=on_error,
+            limits_store_timeout_s=BOUND_S,
+            **settings,
+        ),
+        transport=httpx.MockTransport(upstream.async_handler),
+        clock=Clock(),
+    )
+    return TestClient(audited(app), raise_server_exceptions=False)
+
+
+def test_health_names_the_store_and_whether_it_answers_never_its_url(
+    upstream: respx.Router, redis_server: RedisServer
+) -> None:
+    with client_for(upstream, redis_server) as client:
+        health = client.get("/api/health")
+        assert health.json()["limits_store"] == "redis"
+        assert health.json()["limits_store_reachable"] is True
+        redis_server.kill()
+        health = client.get("/api/health")
+        assert health.status_code == 200
+        assert health.json()["limits_store_reachable"] is False
+        assert PASSWORD not in health.text and "127.0.0.1" not in health.text
+
+
+def test_a_wrong_password_is_a_store_failure_not_a_500(
+    upstream: respx.Router, redis_server: RedisServer
+) -> None:
+    redis_server.password = "pg_test_canary_wrong_password"
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with client_for(upstream, redis_server, on_error="closed") as client:
+        refused = client.post(CHAT, json=HELLO, headers=AUTH)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "limit_store_unavailable"
+
+
+def test_killed_store_falls_back_to_counting_here_and_logs_it_once(
+    upstream: respx.Router, redis_server: RedisServer, log_lines: list[str]
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with client_for(upstream, redis_server) as client:
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+        redis_server.kill()
+        # The in-process store takes over, limits included (it starts from zero).
+        statuses = [client.post(CHAT, json=HELLO, headers=AUTH).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+    failures = [line for line in log_lines if "limit_store_failed" in line]
+    assert len(failures) == 1
+    assert json.loads(failures[0])["action"] == "counting in this process instead"
+    assert PASSWORD not in "\n".join(log_lines)
+
+
+def test_killed_store_with_closed_policy_answers_503_saying_why(
+    upstream: respx.Router, redis_server: RedisServer, log_lines: list[str]
+) -> None:
+    route = upstream.post(CHAT).respond(200, json=chat_completion())
+    with client_for(upstream, redis_server, on_error="closed") as client:
+        redis_server.kill()
+        for _ in range(2):  # the first finds out, the second is refused at once
+            refused = client.post(CHAT, json=HELLO, headers=AUTH)
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "limit_store_unavailable"
+            assert "limit store is unreachable" in refused.json()["error"]["message"]
+    assert not route.calls
+    assert json.loads(log_lines[-1])["limited_by"] == "limit_store_unavailable"
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("local", 200), ("closed", 503)])
+def test_hung_store_holds_a_request_only_for_its_bound(
+    upstream: respx.Router, redis_server: RedisServer, on_error: str, status: int
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with client_for(upstream, redis_server, on_error=on_error, rpm=10) as client:
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200  # pool is warm
+        with redis_server.stopped():
+            started = time.monotonic()
+            response = client.post(CHAT, json=HELLO, headers=AUTH)
+            elapsed = time.monotonic() - started
+            assert response.status_code == status
+            assert elapsed < GENEROUS_S
+            started = time.monotonic()
+            health = client.get("/api/health")
+            assert health.json()["limits_store_reachable"] is False
+            assert time.monotonic() - started < GENEROUS_S
+        # Once it answers again, the shared store counts again (after a short pause). The
+        # admission sent while it was frozen may still run when it wakes: 2 or 3 counted.
+        time.sleep(2.1)
+        response = client.post(CHAT, json=HELLO, headers=AUTH)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-remaining-requests"] in ("7", "8")
