@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format clean bench bench-cold screenshots soak
+.PHONY: dev test lint format clean bench bench-cold screenshots soak key
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
@@ -34,6 +34,10 @@ bench-cold: $(STAMP)  ## Cold start of api.index against a bare FastAPI app (ben
 
 soak: $(STAMP)  ## Thousands of mixed requests on loopback; fails if the proxy's RSS or fds grow (docs/soak.md)
 	$(BIN)/python -m scripts.soak $(SOAK_ARGS)
+
+key: $(STAMP)  ## Create a client key: make key NAME=mobile-app (prints it once, and its TOML stanza)
+	@test -n "$(NAME)" || { echo "usage: make key NAME=mobile-app"; exit 2; }
+	@$(BIN)/python -m lib.keys new "$(NAME)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

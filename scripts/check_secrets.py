@@ -24,6 +24,9 @@ SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
         r"VERCEL_TOKEN[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9]{24,}(?![A-Za-z0-9])"
     ),
     "private key": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+    # promptgate's own client keys, as `python -m lib.keys new` makes them: "pg_" and 43
+    # letters and digits. (The suite's canaries hold underscores, so never match.)
+    "promptgate client key": re.compile(r"(?<![A-Za-z0-9])pg_[A-Za-z0-9]{40,}(?![A-Za-z0-9])"),
 }
 
 # Canary and placeholder values that may appear in tracked files. Keep this list short and

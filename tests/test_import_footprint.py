@@ -34,6 +34,9 @@ DENIED = {
     "uvloop": "benchmark event loop",
     "fastapi_standalone_docs": "the docs page's assets, served as files, never imported",
     "mangum": "AWS Lambda only: the handler imports it on its first call",
+    "redis": "the shared limit store: imported when REDIS_URL or KV_URL is set, on first use",
+    "lib.access.redis_store": "the shared limit store's client, only when one is configured",
+    "tomllib": "the policy file: read only when KEYS_FILE or KEYS_TOML is set",
 }
 # Not listed: click, pygments and rich. `import httpx` loads its CLI (httpx._main) and so
 # whichever of them is installed; the dev venv has them, a deployed function has only click.

@@ -20,6 +20,7 @@ LETTERS = "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTyUi"  # 34 letters, like a real token'
 FAKE_HF_TOKEN = "hf" + "_" + LETTERS
 FAKE_VERCEL_TOKEN = "vc" + "p_" + LETTERS
 FAKE_LEGACY_VERCEL_TOKEN = LETTERS[:24]
+FAKE_CLIENT_KEY = "pg" + "_" + LETTERS + "AbCdEfGhI"  # 43 letters, as lib.keys makes them
 PRIVATE_KEY_BLOCK = "-----" + "BEGIN OPENSSH PRIVATE" + " KEY-----\nb3BlbnNzaC1rZXktdjE=\n"
 
 
@@ -75,6 +76,7 @@ def test_clean_scratch_repo_passes(scratch_repo: Path) -> None:
         ("notes.md", f"export VERCEL_TOKEN={FAKE_VERCEL_TOKEN}\n", "Vercel token"),
         ("ci.yml", f"VERCEL_TOKEN: '{FAKE_LEGACY_VERCEL_TOKEN}'\n", "Vercel token (assigned)"),
         ("deploy/id_ed25519", PRIVATE_KEY_BLOCK, "private key"),
+        ("app/client.py", f"API_KEY = '{FAKE_CLIENT_KEY}'\n", "promptgate client key"),
     ],
 )
 def test_committed_secret_fails(scratch_repo: Path, name: str, content: str, kind: str) -> None:
@@ -122,6 +124,12 @@ def test_the_suites_canaries_pass(scratch_repo: Path) -> None:
     _commit(scratch_repo, "tests/canaries.py", "".join(f'X = "{c}"\n' for c in canaries))
     result = _run(scratch_repo)
     assert result.returncode == 0, result.stderr
+
+
+def test_keys_made_by_the_key_command_are_findings() -> None:
+    from lib.access.keys import new_key
+
+    assert scan_text("notes.md", f"key: {new_key()}\n")[0].kind == "promptgate client key"
 
 
 def test_allowlist_is_narrow() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -105,6 +104,8 @@ def _read_policy_document(settings: Settings) -> tuple[str, dict[str, Any] | Non
         source, text = "KEYS_TOML", settings.keys_toml
     else:
         return "", None
+    import tomllib  # only deployments with a policy file pay for it
+
     try:
         return source, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
