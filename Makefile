@@ -24,6 +24,8 @@ test: $(STAMP) lint  ## Lint, then the whole test suite
 bench: $(STAMP)  ## Measure what the proxy adds over nginx and a bare forwarder (bench/results.md)
 	@command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || \
 		{ echo "make bench needs nginx and wrk: apt-get install -y nginx-light wrk (.ci/run does)"; exit 1; }
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || \
+		{ echo "make bench needs redis-server: apt-get install -y redis-server (.ci/run does)"; exit 1; }
 	$(BIN)/python -m bench.run
 
 screenshots: $(STAMP)  ## Refresh docs/screenshot-*.png from the browser tests (CI=true: fail without Chromium)

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import holdback, ttfb
+from bench import holdback, limits, ttfb
 from bench.upstream import (
     MODEL,
     STREAM_REQUEST_ID,
@@ -109,8 +109,19 @@ PROXY_CONTAINER = Target(
     factory=True,
     env={**_PROXY_ENV, "UPSTREAM_TRANSPORT": "aiohttp"},
 )
-SUITE = [DIRECT, PROXY, PROXY_CONTAINER, REFERENCE, REFERENCE_AIOHTTP]
-TINY = [DIRECT, PROXY, REFERENCE]
+# The container's proxy counting every call in Redis (bench/limits.py), against PROXY_CONTAINER.
+PROXY_LIMITS = replace(
+    PROXY_CONTAINER,
+    name="proxy aiohttp + limits",
+    role="variant",
+    env={
+        **PROXY_CONTAINER.env,
+        "KEYS_TOML": limits.policy_for(BENCH_KEY),
+        "REDIS_URL": limits.REDIS_URL_PLACEHOLDER,
+    },
+)
+SUITE = [DIRECT, PROXY, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE, REFERENCE_AIOHTTP]
+TINY = [DIRECT, PROXY, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE]
 # The options compared in bench/performance.md, each one change from the proxy as it is.
 EXPLORE = [
     *SUITE,
@@ -181,6 +192,11 @@ class Options:
 def missing_tools() -> list[str]:
     """The external programs the suite needs that are not installed."""
     missing = [] if shutil.which("wrk") else ["wrk"]
+    missing += (
+        []
+        if shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()
+        else ["redis-server"]
+    )
     return missing + ([] if nginx_path() else ["nginx"])
 
 
@@ -202,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if missing := missing_tools():
-        print(f"bench: missing {', '.join(missing)}: apt-get install -y nginx-light wrk")
+        print(
+            f"bench: missing {', '.join(missing)}: apt-get install -y nginx-light wrk redis-server"
+        )
         return 2
     options = Options(server=args.server or _default_server())
     if args.tiny:
@@ -253,6 +271,19 @@ def _apply_proposals(diffs: list[Path], directory: Path) -> None:
 
 def run_suite(options: Options) -> str:
     """Measure every target in `options` and return the results as Markdown."""
+    with contextlib.ExitStack() as redis:
+        if any(limits.needs_redis(target.env) for target in options.targets):
+            redis_url = redis.enter_context(limits.redis_on_loopback())
+            options.targets = [
+                replace(t, env={**t.env, "REDIS_URL": redis_url})
+                if limits.needs_redis(t.env)
+                else t
+                for t in options.targets
+            ]
+        return _measure_and_report(options)
+
+
+def _measure_and_report(options: Options) -> str:
     with NginxUpstream() as upstream, tempfile.TemporaryDirectory() as scratch:
         scripts = {s.name: _write_wrk_script(Path(scratch), s) for s in SCENARIOS}
         with contextlib.ExitStack() as stack:
@@ -518,6 +549,22 @@ def _report(
             f"| {peak_rss[target.name]:.1f} |"
         )
     lines += ["", *_targets(options, load, first_byte, held)]
+    if PROXY_LIMITS.name in names and PROXY_CONTAINER.name in names:
+        cells = {
+            scenario.name: {
+                (clients, name): (
+                    [m.p50_ms for m in load[(scenario.name, clients, name)]],
+                    [m.rps for m in load[(scenario.name, clients, name)]],
+                )
+                for clients in options.concurrencies
+                for name in (PROXY_LIMITS.name, PROXY_CONTAINER.name)
+            }
+            for scenario in SCENARIOS
+        }
+        lines += [
+            "",
+            *limits.report(cells, PROXY_LIMITS.name, PROXY_CONTAINER.name, options.concurrencies),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ def _tools_installed() -> None:
     if missing := missing_tools():
         pytest.skip(
             f"NOT TESTED: bench smoke test needs {', '.join(missing)}: "
-            "apt-get install nginx-light wrk (.ci/run does)"
+            "apt-get install nginx-light wrk redis-server (.ci/run does)"
         )
 
 
@@ -50,3 +50,7 @@ def test_tiny_run_prints_and_writes_a_table_of_figures(tmp_path: Path) -> None:
     first_byte_ms, peak_rss_mib = proxy_stream.groups()
     assert float(first_byte_ms) > 0 and float(peak_rss_mib) > 10
     assert re.search(r"^\| proxy \| chat stream \| .* (met|MISSED) \|$", written, re.MULTILINE)
+    # The limits-on scenario: the same proxy counting in Redis, against it without limits.
+    assert "Limits on (`proxy aiohttp + limits`" in written
+    row = rf"^\| chat \| {n} \| {n} \| [+-]{n} (met|MISSED) \| {n} \| {n} \| {n} (met|MISSED) \|$"
+    assert re.search(row, written, re.MULTILINE), written

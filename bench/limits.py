@@ -1,0 +1,99 @@
+"""The limits-on scenario of `make bench`: the proxy counting every call in Redis on loopback.
+
+The limited proxy is the container's (aiohttp transport) with a policy whose limits are never
+reached, so every call pays for admission (one Lua script) and, for chat, counting its tokens
+(a second one), and nothing is refused. Compared with the same proxy without limits, in one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+
+REDIS_URL_PLACEHOLDER = "{bench-redis-url}"
+# Goals (issue 12): added p50 at 1 client at most +0.3 ms; req/s at 16 clients at least 0.85x.
+MAX_ADDED_P50_MS = 0.3
+MIN_RPS_RATIO = 0.85
+
+
+def policy_for(key: str) -> str:
+    """A policy giving `key` limits far above anything the benchmark sends."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return (
+        f'[keys.bench]\nsha256 = "{digest}"\n'
+        "rpm = 1000000000\ntpm = 1000000000000\ndaily_tokens = 1000000000000\n"
+    )
+
+
+def needs_redis(env: dict[str, str]) -> bool:
+    """True when a target's settings name the benchmark's Redis."""
+    return env.get("REDIS_URL") == REDIS_URL_PLACEHOLDER
+
+
+@contextlib.contextmanager
+def redis_on_loopback() -> Iterator[str]:
+    """Run Debian's redis-server on a free port, without persistence; yield its URL."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    process = subprocess.Popen(
+        [*command, "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def report(
+    rows: dict[str, dict[tuple[int, str], tuple[list[float], list[float]]]],
+    on: str,
+    off: str,
+    concurrencies: tuple[int, ...],
+) -> list[str]:
+    """The limits section: per scenario, limits on against off (p50 at 1 client, req/s at 16).
+
+    `rows[scenario][(clients, target)]` holds the (p50 ms, req/s) of each round.
+    """
+    lowest, middle = concurrencies[0], concurrencies[1]
+    lines = [
+        f"Limits on (`{on}`: Redis on loopback, every call admitted and its tokens counted) "
+        f"against off (`{off}`), same run. Goals: added p50 at {lowest} client at most "
+        f"+{MAX_ADDED_P50_MS} ms; req/s at {middle} clients at least {MIN_RPS_RATIO}x.",
+        "",
+        f"| scenario | p50 ms off | p50 ms on | added ms ({lowest} client) | req/s off | req/s on "
+        f"| on vs off ({middle} clients) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario, cells in rows.items():
+        p50_off = statistics.median(cells[(lowest, off)][0])
+        p50_on = statistics.median(cells[(lowest, on)][0])
+        added = statistics.median(
+            a - b for a, b in zip(cells[(lowest, on)][0], cells[(lowest, off)][0], strict=True)
+        )
+        rps_off = statistics.median(cells[(middle, off)][1])
+        rps_on = statistics.median(cells[(middle, on)][1])
+        ratio = rps_on / rps_off
+        added_verdict = "met" if added <= MAX_ADDED_P50_MS else "MISSED"
+        ratio_verdict = "met" if ratio >= MIN_RPS_RATIO else "MISSED"
+        lines.append(
+            f"| {scenario} | {p50_off:.2f} | {p50_on:.2f} | {added:+.2f} {added_verdict} "
+            f"| {rps_off:,.0f} | {rps_on:,.0f} | {ratio:.2f} {ratio_verdict} |"
+        )
+    return lines
