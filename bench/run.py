@@ -8,6 +8,7 @@ every figure is the median over rounds. Usage:
     python -m bench.run                 # the suite; prints the table, writes bench/results.md
     python -m bench.run --tiny --out X  # seconds-long smoke run (tests/test_bench_smoke.py)
     python -m bench.run --explore       # also the variants compared in bench/performance.md
+    python -m bench.run --limits        # only the limits-on scenario and what it is compared to
     python -m bench.run --proposal A.diff [--proposal B.diff]
                                         # also the proxy with A (then A and B) applied to lib/
 """
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--explore", action="store_true", help="also measure the variants")
+    parser.add_argument(
+        "--limits", action="store_true", help="only limits on against off (bench/limits.py)"
+    )
     parser.add_argument("--rounds", type=int, help="runs per figure (median taken)")
     parser.add_argument("--duration", type=int, help="seconds per wrk run")
     parser.add_argument("--server", choices=sorted(_SERVERS), help="uvicorn loop and parser")
@@ -235,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif args.explore:
         options.targets = list(EXPLORE)
+    elif args.limits:
+        options.targets = [DIRECT, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE_AIOHTTP]
+        options.concurrencies = (1, 16)
     options.rounds = args.rounds or options.rounds
     options.duration_s = args.duration or options.duration_s
     started, load_before = time.monotonic(), os.getloadavg()[0]

@@ -331,3 +331,22 @@ def test_anonymous_callers_share_the_default_limits(upstream: respx.Router, cloc
         assert client.post(CHAT, json=HELLO, headers=OTHER).status_code == 200
         assert client.post(CHAT, json=HELLO).status_code == 429
         assert client.get("/api/limits").json()["key"] == "anonymous"
+
+
+def test_generate_counts_its_tokens_streamed_or_not(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+    body = sse(chunk("Hi"), chunk(" there", "stop"), chunk(usage=usage), "[DONE]")
+    upstream.post(CHAT).mock(
+        side_effect=[
+            httpx.Response(200, json=chat_completion()),
+            httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}),
+        ]
+    )
+    with limited_client(upstream, clock, store_url, policy(tpm=100)) as client:
+        assert client.post("/api/generate", json={"prompt": "x"}, headers=AUTH).status_code == 200
+        streamed = client.post("/api/generate", json={"prompt": "x", "stream": True}, headers=AUTH)
+        assert '"prompt_tokens":7' in streamed.text  # /api/generate always shows its usage
+        remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
+        assert remaining["tokens_this_minute"] == 100 - 5 - 11

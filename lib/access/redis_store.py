@@ -128,8 +128,7 @@ class RedisStore:
                 retry=Retry(NoBackoff(), 0),
                 health_check_interval=30,
                 # No CLIENT SETINFO on each new connection: two round trips fewer.
-                lib_name=None,
-                lib_version=None,
+                driver_info=None,
             )
             self._scripts = (
                 self._client.register_script(_ADMIT),
