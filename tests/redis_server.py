@@ -1,7 +1,7 @@
 """A real `redis-server` on a free loopback port, started and stopped by the tests.
 
-`.ci/run` installs Debian's redis-server. Without it the Redis tests skip, saying why;
-under `CI=true` they fail instead.
+`.ci/run` installs Debian's redis-server. Without it the Redis tests skip, saying why
+(under `CI=true`, tests/conftest.py turns the skip into a failure).
 """
 
 from __future__ import annotations
@@ -62,15 +62,15 @@ class RedisServer:
 
 
 def redis_server_binary() -> str:
-    """The redis-server to run; skip (fail under CI=true) when there is none."""
+    """The redis-server to run; skip, saying why, when there is none."""
     binary = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
     )
     if binary is None:
-        message = "redis-server is not installed (apt-get install redis-server; .ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(f"SKIPPED LOUDLY: {message}")
+        pytest.skip(
+            "NOT TESTED: redis-server is not installed (apt-get install redis-server; "
+            ".ci/run does)"
+        )
     return binary
 
 
