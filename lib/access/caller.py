@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,14 @@ class Caller:
             prompt = _estimate(_prompt_chars(payload))
             completion = _estimate(answer_chars)
         self.record.prompt_tokens, self.record.completion_tokens = prompt, completion
-        with anyio.move_on_after(_CHARGE_BOUND_S, shield=True):
+        if not self.limiter.applies_to(self.key):
+            return
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # The caller hung up: count anyway, within a bound, despite the cancellation.
+            with anyio.move_on_after(_CHARGE_BOUND_S, shield=True):
+                await self.limiter.add_tokens(self.key, prompt + completion)
+        else:
             await self.limiter.add_tokens(self.key, prompt + completion)
 
 

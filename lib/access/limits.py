@@ -190,7 +190,7 @@ class Limiter:
 
     def _windows(self, key: NamedKey) -> Windows:
         now = self._clock()
-        day = time.strftime("%Y%m%d", time.gmtime(now))
+        day = int(now // _DAY_S)  # days since 1970-01-01, UTC
         return Windows(
             minute=f"{_PREFIX}:{key.name}:m:{int(now // _MINUTE_S)}",
             day=f"{_PREFIX}:{key.name}:d:{day}",
