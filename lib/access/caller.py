@@ -84,7 +84,8 @@ class Caller:
         """Count the request's tokens once: the upstream's `usage` report, or, when none came
         (a caller who hung up), an estimate from the prompt in `payload` and the text sent.
 
-        Shielded and bounded, so it completes even while the request is being cancelled.
+        Without limits it only notes the tokens for the log line. For a caller who hung up
+        it is shielded from the cancellation (and bounded), so the count is still written.
         """
         if self._charged:
             return

@@ -8,6 +8,7 @@ key may overshoot a token limit by the requests in flight when it ran out.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -176,17 +177,13 @@ class Limiter:
         if now - self._failure_logged_at < _FAILURE_LOG_EVERY_S:
             return
         self._failure_logged_at = now
-        fallback = (
+        action = (
             "refusing requests (503)"
             if self._on_store_error == "closed"
-            else ("counting in this process instead")
+            else "counting in this process instead"
         )
-        self._logger.warning(
-            '{"event":"limit_store_failed","store":"%s","error":"%s","action":"%s"}',
-            self._store.kind,
-            exc.message.replace('"', "'"),
-            fallback,
-        )
+        event = {"event": "limit_store_failed", "store": self._store.kind, "error": exc.message}
+        self._logger.warning(json.dumps({**event, "action": action}, separators=(",", ":")))
 
     def _windows(self, key: NamedKey) -> Windows:
         now = self._clock()
