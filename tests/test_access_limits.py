@@ -70,6 +70,9 @@ def policy(key: str = "app", **fields: Any) -> str:
 def limited_client(
     upstream: respx.Router, clock: Clock, store_url: str | None, keys_toml: str, **settings: Any
 ) -> TestClient:
+    # A generous bound: these tests are about what is counted, on a loaded machine; the bound
+    # itself is tested in test_access_redis_store.py.
+    settings = {"limits_store_timeout_s": 2.0, "limits_on_store_error": "closed", **settings}
     app = create_app(
         make_settings(keys_toml=keys_toml, redis_url=store_url, **settings),
         transport=httpx.MockTransport(upstream.async_handler),
