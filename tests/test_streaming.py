@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from lib.access import AccessControl, Caller
 from lib.redaction import Redactor
 from lib.streaming import EventStreamResponse, relay_chat_events, relay_generate_events
-from tests.conftest import CANARY_TOKEN, chunk
+from tests.conftest import AUTH, CANARY_TOKEN, chunk, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +47,23 @@ class FakeStream:
         self.closed += 1
 
 
+def caller(keys_toml: str | None = None) -> Caller:
+    """The test key's caller; with `keys_toml`, its defaults apply to it."""
+    access = AccessControl(make_settings(keys_toml=keys_toml))
+    return access.identify(AUTH["Authorization"])
+
+
+PAYLOAD = {"model": "m", "messages": [{"role": "user", "content": "12345678"}]}
+
+
+def chat(stream: FakeStream, who: Caller | None = None) -> AsyncIterator[bytes]:
+    return relay_chat_events(stream, who or caller(), PAYLOAD, show_usage=False)
+
+
+def generate(stream: FakeStream, who: Caller | None = None) -> AsyncIterator[bytes]:
+    return relay_generate_events(stream, who or caller(), PAYLOAD)
+
+
 def data(event: dict | str) -> bytes:
     return b"data: " + (event if isinstance(event, str) else json.dumps(event)).encode()
 
@@ -58,20 +76,21 @@ async def test_relay_closes_the_upstream_when_the_caller_goes_after_the_first_pi
     relay: str,
 ) -> None:
     stream = FakeStream(CHUNKS)
-    events = relay_chat_events(stream) if relay == "chat" else relay_generate_events(stream, "m")
+    who = caller("[defaults]\ntpm = 1000\n")
+    events = chat(stream, who) if relay == "chat" else generate(stream, who)
     await anext(events)
     await events.aclose()  # what the server does when the caller hangs up
     assert stream.closed == 1
+    # No usage arrived: the prompt (8 characters) and "Hello" relayed, at 4 characters a token.
+    assert (who.record.prompt_tokens, who.record.completion_tokens) == (2, 2)
 
 
 @pytest.mark.parametrize("relay", ["chat", "generate"])
 async def test_relay_closes_the_upstream_when_it_ends_or_breaks(relay: str) -> None:
     for script in (CHUNKS, CHUNKS[:2], [data({"error": "boom"})], [b"data: {broken"]):
         stream = FakeStream(script)
-        if relay == "chat":
-            pieces = [piece async for piece in relay_chat_events(stream)]
-        else:
-            pieces = [piece async for piece in relay_generate_events(stream, "m")]
+        events = chat(stream) if relay == "chat" else generate(stream)
+        pieces = [piece async for piece in events]
         assert stream.closed == 1
         assert pieces[-1].endswith(b"data: [DONE]\n\n") == (script is CHUNKS)
 
@@ -79,7 +98,7 @@ async def test_relay_closes_the_upstream_when_it_ends_or_breaks(relay: str) -> N
 async def test_mid_stream_error_text_is_redacted_before_it_is_cut() -> None:
     message = "x" * 280 + f" token {CANARY_TOKEN} refused"
     stream = FakeStream([data(chunk("Hi")), data({"error": {"message": message}})])
-    pieces = b"".join([piece async for piece in relay_chat_events(stream)])
+    pieces = b"".join([piece async for piece in chat(stream)])
     last = json.loads(pieces.rstrip().rsplit(b"\n\n", 1)[-1].removeprefix(b"data: "))
     assert "The upstream failed mid-stream" in last["error"]["message"]
     for start in range(len(CANARY_TOKEN) - 11):
@@ -101,7 +120,7 @@ async def test_a_send_that_does_not_finish_ends_the_response_and_closes_the_upst
     deadline_in_s: float, idle_s: float
 ) -> None:
     stream = FakeStream(CHUNKS, deadline_in_s=deadline_in_s, idle_s=idle_s)
-    response = EventStreamResponse(relay_chat_events(stream), stream)
+    response = EventStreamResponse(chat(stream), stream)
     scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "state": {}}
     async with asyncio.timeout(10):  # far beyond both bounds: a hang fails here
         await response(scope, _no_disconnect, _never_reading_send)
