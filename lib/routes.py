@@ -92,21 +92,22 @@ def _services(request: Request) -> Services:
 async def start_upstream_call(
     request: Request, caller: Caller, model: str, *, stream: bool = False
 ) -> UpstreamCall:
-    """Admit the caller's request for `model` (its key's models and limits), then begin the
-    upstream call; the access log reads what it records."""
-    caller.check_model(model)
+    """Begin the request's upstream call for `model`, if the caller's key may use it; the
+    access log reads what it records."""
     call = UpstreamCall(request_id=request.state.request_id, model=model)
     request.state.upstream_call, request.state.stream = call, stream
-    await caller.admit()
+    caller.check_model(model)
     return call
 
 
 class GatedRoute(APIRoute):
-    """A route that spends the token: the caller is identified before the body is read.
+    """A route that spends the token: the caller is identified, and a request that may reach
+    the upstream (one with a body) admitted against its key's limits, before the body is read.
 
     FastAPI reads and parses a body before it solves dependencies, so a dependency alone
-    would let a stranger without a key make the proxy read (and hold) their upload. The
-    body is then decoded strictly (`lib.request_body`), so only valid JSON goes upstream.
+    would let a stranger without a key, or a key past its limit, make the proxy read (and
+    hold) their upload. The body is then decoded strictly (`lib.request_body`), so only
+    valid JSON goes upstream.
     """
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
@@ -119,6 +120,7 @@ class GatedRoute(APIRoute):
             request.state.caller, request.state.access = caller, caller.record
             request.state.response_headers = caller.response_headers
             if has_body:
+                await caller.admit()
                 request = await read_json_request(request)
             return await handler(request)
 

@@ -68,8 +68,7 @@ def redis_server_binary() -> str:
     )
     if binary is None:
         pytest.skip(
-            "NOT TESTED: redis-server is not installed (apt-get install redis-server; "
-            ".ci/run does)"
+            "NOT TESTED: redis-server is not installed (apt-get install redis-server; .ci/run does)"
         )
     return binary
 

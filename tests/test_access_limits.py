@@ -187,9 +187,9 @@ def test_key_cap_on_max_tokens_is_sent_when_absent_and_refused_when_exceeded(
         )
         assert refused.status_code == 400 and "64" in refused.json()["error"]["message"]
         assert len(route.calls) == 2
-        # Refused requests were not counted.
+        # Requests count when admitted, before their body is read: the refused ones too.
         limits = client.get("/api/limits", headers=AUTH).json()
-        assert limits["remaining"]["requests_this_minute"] == 3
+        assert limits["remaining"]["requests_this_minute"] == 0
 
 
 def test_key_models_narrow_the_allowlist(upstream: respx.Router, clock: Clock) -> None:
@@ -353,3 +353,15 @@ def test_generate_counts_its_tokens_streamed_or_not(
         assert '"prompt_tokens":7' in streamed.text  # /api/generate always shows its usage
         remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
         assert remaining["tokens_this_minute"] == 100 - 5 - 11
+
+
+def test_a_key_past_its_limit_is_refused_before_its_body_is_read(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with limited_client(upstream, clock, store_url, policy(rpm=1)) as client:
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+        headers = {**AUTH, "Content-Type": "application/json"}
+        refused = client.post(CHAT, content=b"{not json", headers=headers)
+        assert refused.status_code == 429  # not 422: the body was never read
+        assert client.get("/v1/models", headers=AUTH).status_code == 200  # reads are not counted
