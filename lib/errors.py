@@ -140,6 +140,7 @@ class QuotaExceededError(ClientRequestError):
     status_code = 429
     error_type = "insufficient_quota"
     code = "insufficient_quota"
+    should_retry = False  # until midnight: an SDK's retries cannot help
 
 
 class LimitStoreError(ProxyError):

@@ -13,9 +13,10 @@ from lib import inference, responses
 from lib.response_schemas import ResponsesRequest
 from lib.routes import (
     ERROR_STATUSES,
+    CallerDep,
     GatedRoute,
     Services,
-    require_client_key,
+    require_caller,
     start_upstream_call,
 )
 from lib.schemas import ErrorBody
@@ -55,7 +56,7 @@ responses_router = APIRouter(
     prefix="/v1/responses",
     tags=["OpenAI-compatible"],
     route_class=SharedPathRoute,
-    dependencies=[Depends(require_client_key)],
+    dependencies=[Depends(require_caller)],
     responses={
         status: {"model": ErrorBody, "description": description}
         for status, description in ERROR_STATUSES.items()
@@ -75,7 +76,7 @@ def _services(request: Request) -> Services:
     response_model=None,
     responses={200: {"content": {"application/json": {}, **_NAMED_SSE_CONTENT}}},
 )
-async def create_response(body: ResponsesRequest, request: Request) -> Response:
+async def create_response(body: ResponsesRequest, request: Request, caller: CallerDep) -> Response:
     """Forward an OpenAI Responses API request; `stream: true` relays its named events.
 
     Nothing is stored: `store` goes upstream as false; `store: true` and
@@ -84,10 +85,16 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
     services = _services(request)
     model = inference.resolve_model(body.model, services.settings)
     payload = responses.build_responses_payload(body, model)
-    call = start_upstream_call(request, model, stream=body.stream)
+    caller.cap_completion_tokens(payload, field="max_output_tokens")
+    call = await start_upstream_call(request, caller, model, stream=body.stream)
     if body.stream:
-        return await responses.stream_response(services.upstream, payload, call)
+
+        async def charge(response: dict[str, Any] | None) -> None:
+            await caller.charge(response and response.get("usage"), payload=payload)
+
+        return await responses.stream_response(services.upstream, payload, call, charge)
     reply = await responses.forward_response(services.upstream, payload, call)
+    await caller.charge(reply.data.get("usage"), payload=payload)
     return Response(reply.content, media_type="application/json")
 
 

@@ -365,3 +365,27 @@ def test_a_key_past_its_limit_is_refused_before_its_body_is_read(
         refused = client.post(CHAT, content=b"{not json", headers=headers)
         assert refused.status_code == 429  # not 422: the body was never read
         assert client.get("/v1/models", headers=AUTH).status_code == 200  # reads are not counted
+
+
+def test_responses_api_is_admitted_capped_and_counted(
+    upstream: respx.Router, clock: Clock, store_url: str | None
+) -> None:
+    answer = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "output": [],
+        "usage": {"input_tokens": 6, "output_tokens": 4, "total_tokens": 10},
+    }
+    route = upstream.post("/v1/responses").respond(200, json=answer)
+    with limited_client(upstream, clock, store_url, policy(tpm=100, max_tokens=50)) as client:
+        response = client.post("/v1/responses", json={"input": "Hi"}, headers=AUTH)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit-tokens"] == "100"
+        assert json.loads(route.calls.last.request.content)["max_output_tokens"] == 50
+        refused = client.post(
+            "/v1/responses", json={"input": "Hi", "max_output_tokens": 51}, headers=AUTH
+        )
+        assert refused.status_code == 400 and "cap of 50" in refused.text
+        remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
+        assert remaining["tokens_this_minute"] == 100 - 10

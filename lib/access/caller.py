@@ -53,25 +53,25 @@ class Caller:
                 param="model",
             )
 
-    def cap_completion_tokens(self, payload: dict[str, Any]) -> None:
-        """Apply the key's `max_tokens` to a chat payload: send it when the caller set none,
-        refuse (400) a request that asks for more."""
+    def cap_completion_tokens(self, payload: dict[str, Any], field: str = "max_tokens") -> None:
+        """Apply the key's `max_tokens` to a payload: send it as `field` when the caller set no
+        limit, refuse (400) a request that asks for more."""
         cap = self.policy.max_tokens
         if cap is None:
             return
-        for field_name in ("max_completion_tokens", "max_tokens"):
-            asked = payload.get(field_name)
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            asked = payload.get(name)
             if asked is None:
                 continue
             if isinstance(asked, int) and not isinstance(asked, bool) and asked > cap:
                 raise ClientRequestError(
-                    f"'{field_name}' is {asked}, above this key's cap of {cap} tokens; "
+                    f"'{name}' is {asked}, above this key's cap of {cap} tokens; "
                     f"ask for {cap} or fewer.",
-                    param=field_name,
+                    param=name,
                     code="max_tokens_above_cap",
                 )
             return
-        payload["max_tokens"] = cap
+        payload[field] = cap
 
     async def admit(self) -> None:
         """Count this request against the key's limits, or raise the refusal (429, 503)."""
@@ -107,17 +107,23 @@ class Caller:
 
 
 def _reported_tokens(usage: Any) -> tuple[int | None, int | None]:
+    """Chat's `prompt_tokens`/`completion_tokens`, or the Responses API's input/output."""
     if not isinstance(usage, dict):
         return None, None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None, None
     return max(prompt, 0), max(completion, 0)
 
 
 def _prompt_chars(payload: dict[str, Any] | None) -> int:
+    """The characters of the prompt: chat's `messages`, or the Responses API's `input`."""
+    payload = payload or {}
+    if isinstance(payload.get("input"), str):
+        return len(payload["input"])
     total = 0
-    for message in (payload or {}).get("messages") or []:
+    for message in payload.get("messages") or payload.get("input") or []:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
             total += len(content)

@@ -266,7 +266,7 @@ def _refusal(
         message = "This deployment has used its daily token budget"
     return QuotaExceededError(
         f"{message}; the budget resets at 00:00 UTC, in {_duration(wait)}.",
-        headers={**headers, "Retry-After": str(wait), "x-should-retry": "false"},
+        headers={**headers, "Retry-After": str(wait)},  # and x-should-retry: false
     )
 
 
