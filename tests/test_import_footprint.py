@@ -37,6 +37,8 @@ DENIED = {
     "redis": "the shared limit store: imported when REDIS_URL or KV_URL is set, on first use",
     "lib.access.redis_store": "the shared limit store's client, only when one is configured",
     "tomllib": "the policy file: read only when KEYS_FILE or KEYS_TOML is set",
+    "jwt": "tokens: imported only when TOKEN_SECRET or OIDC_ISSUER is set",
+    "cryptography": "identity-provider keys: loaded with jwt, only when tokens are configured",
 }
 # Not listed: click, pygments and rich. `import httpx` loads its CLI (httpx._main) and so
 # whichever of them is installed; the dev venv has them, a deployed function has only click.
