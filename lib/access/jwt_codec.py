@@ -86,7 +86,10 @@ def verify_with_jwk(
         raise TokenRejectedError(
             "The identity provider's key for this token is not an RS256, ES256 or EdDSA key."
         )
-    return _decode(token, key, list(ASYMMETRIC_ALGORITHMS), issuer, audience, required)
+    try:
+        return _decode(token, key, list(ASYMMETRIC_ALGORITHMS), issuer, audience, required)
+    except InvalidSignatureError as exc:
+        raise _rejection(exc, ASYMMETRIC_ALGORITHMS) from exc
 
 
 def read_header(token: str) -> dict[str, Any]:
