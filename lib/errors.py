@@ -4,6 +4,10 @@ ProxyError                          500 server_error
 ├── ClientRequestError              400 invalid_request_error
 │   ├── InvalidFieldError           422 invalid_request_error (a field the schema cannot check)
 │   ├── AuthenticationError         401 authentication_error (key_expired: a key past its date)
+│   │   └── TokenRejectedError      401 authentication_error invalid_token (the rule it broke)
+│   │       └── TokenExpiredError   401 authentication_error token_expired
+│   ├── TokenScopeError             400 invalid_request_error (a token asked beyond its key)
+│   ├── TokenNotAllowedError        403 permission_error (a token where only a key will do)
 │   ├── ModelNotAllowedError        403 permission_error
 │   ├── UnsupportedMediaTypeError   415 invalid_request_error (a compressed body)
 │   ├── NotFoundError               404 not_found_error (no such model, task or route here)
@@ -12,6 +16,7 @@ ProxyError                          500 server_error
 │   └── QuotaExceededError          429 insufficient_quota (a day's budget is spent; no retry)
 ├── NotConfiguredError              503 server_error (the deployment lacks a setting)
 ├── LimitStoreError                 503 server_error (the limit store is unreachable)
+├── IdentityProviderUnavailableError 503 server_error (its key set cannot be fetched)
 └── UpstreamError                   502 upstream_error
     ├── UpstreamAuthError           502 (the server's HF_TOKEN was refused)
     ├── UpstreamCreditsError        402 insufficient_quota
@@ -87,6 +92,32 @@ class AuthenticationError(ClientRequestError):
     code = "invalid_api_key"
 
 
+class TokenRejectedError(AuthenticationError):
+    """The bearer is a token this deployment does not accept; the message names the rule."""
+
+    code = "invalid_token"
+
+
+class TokenExpiredError(TokenRejectedError):
+    """The token was valid once; its `exp` has passed. The app should fetch a new one."""
+
+    code = "token_expired"
+
+
+class TokenScopeError(ClientRequestError):
+    """A token was asked for more than its parent key may grant; `param` names the field."""
+
+    code = "token_scope_exceeded"
+
+
+class TokenNotAllowedError(ClientRequestError):
+    """A token was presented where only a client key will do (minting tokens)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "token_not_allowed"
+
+
 class ModelNotAllowedError(ClientRequestError):
     """The model is a valid id but not on this deployment's allowlist."""
 
@@ -149,6 +180,14 @@ class LimitStoreError(ProxyError):
     status_code = 503
     error_type = "server_error"
     code = "limit_store_unavailable"
+
+
+class IdentityProviderUnavailableError(ProxyError):
+    """The identity provider's keys (JWKS) could not be fetched, so no token can be checked."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "identity_provider_unavailable"
 
 
 class UpstreamError(ProxyError):

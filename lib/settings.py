@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -23,6 +25,16 @@ DEFAULT_CHAT_MODEL = "HuggingFaceTB/SmolLM3-3B"
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 CommaList = Annotated[list[str], NoDecode]
+MIN_TOKEN_SECRET_CHARS = 32
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def is_https_or_loopback(url: str) -> bool:
+    """True for an https URL, or plain http to a loopback host (a provider run for tests or dev)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    return parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
 
 
 class SettingsError(Exception):
@@ -77,6 +89,14 @@ class Settings(BaseSettings):
     kv_url: SecretStr | None = None
     limits_on_store_error: Literal["local", "closed"] = "local"
     limits_store_timeout_s: float = Field(default=0.25, gt=0, le=5)
+    # Short-lived tokens for browser apps (lib/access/tokens.py): on when TOKEN_SECRET is set.
+    token_secret: SecretStr | None = None
+    token_secret_previous: SecretStr | None = None
+    token_max_ttl_s: int = Field(default=3600, ge=1, le=7 * 86_400)
+    # The app's identity provider (lib/access/identity.py): on when OIDC_ISSUER is set.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
 
     @field_validator(
         "hf_token",
@@ -85,6 +105,11 @@ class Settings(BaseSettings):
         "keys_file",
         "keys_toml",
         "global_daily_tokens",
+        "token_secret",
+        "token_secret_previous",
+        "oidc_issuer",
+        "oidc_audience",
+        "oidc_jwks_url",
         mode="before",
     )
     @classmethod
@@ -147,6 +172,49 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// or rediss:// URL")
         return value
 
+    @field_validator("token_secret")
+    @classmethod
+    def _check_token_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_SECRET_CHARS} characters long")
+        return value
+
+    @field_validator("token_secret_previous")
+    @classmethod
+    def _check_previous_secret(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is None:
+            return None
+        if info.data.get("token_secret") is None:
+            raise ValueError("is only used with TOKEN_SECRET (the new secret) set")
+        if len(value.get_secret_value()) < MIN_TOKEN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_SECRET_CHARS} characters long")
+        return value
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _check_oidc_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_https_or_loopback(value):
+            raise ValueError("must be an https:// URL (http:// only to a loopback host)")
+        return value
+
+    @field_validator("oidc_audience")
+    @classmethod
+    def _check_oidc_audience(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("oidc_issuer") is not None and value is None:
+            raise ValueError("must be set with OIDC_ISSUER (the audience the tokens are for)")
+        if info.data.get("oidc_issuer") is None and value is not None:
+            raise ValueError("is only used with OIDC_ISSUER set")
+        return value
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _jwks_url_needs_issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("oidc_issuer") is None:
+            raise ValueError("is only used with OIDC_ISSUER set")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
@@ -158,6 +226,11 @@ class Settings(BaseSettings):
             self.allowed_models = [self.default_model, self.embedding_model]
             self._allowlist_defaulted = True
         return self
+
+    @property
+    def tokens_configured(self) -> bool:
+        """True when bearer tokens are accepted: the proxy's own, or an identity provider's."""
+        return self.token_secret is not None or self.oidc_issuer is not None
 
     @property
     def limits_store_url(self) -> SecretStr | None:

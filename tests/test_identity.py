@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from lib.access.identity import OidcVerifier, SignedInUser
 from lib.access.jwks_source import JwksSource
-from lib.access.token_errors import (
+from lib.errors import (
     IdentityProviderUnavailableError,
     TokenExpiredError,
     TokenRejectedError,

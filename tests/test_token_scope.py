@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from lib.access.token_errors import TokenScopeError
 from lib.access.token_scope import ParentKey, TokenAsk, grant_token
+from lib.errors import TokenScopeError
 
 NOW = 1_900_000_000.0
 CHAT = "HuggingFaceTB/SmolLM3-3B"

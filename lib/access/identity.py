@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from lib.access import jwt_codec
 from lib.access.jwks_source import RETRY_AFTER_FAILURE_S
-from lib.access.token_errors import IdentityProviderUnavailableError, TokenRejectedError
 from lib.access.token_scope import is_valid_user
+from lib.errors import IdentityProviderUnavailableError, TokenRejectedError
 
 REFETCH_INTERVAL_S = 60
 # A warm instance refreshes keys this old on its next use, so a key the provider withdrew

@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from lib.access.token_errors import IdentityProviderUnavailableError
+from lib.errors import IdentityProviderUnavailableError
+from lib.settings import is_https_or_loopback
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 MAX_DOCUMENT_BYTES = 512 * 1024  # key sets are a few KB
 DEFAULT_TIMEOUT_S = 3.0
 # After a failed fetch, callers are told to retry after this long, and no fetch runs sooner.
 RETRY_AFTER_FAILURE_S = 10
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class JwksSource:
@@ -91,17 +91,9 @@ def _jwks_uri_of(document: dict[str, Any], issuer: str) -> str:
             "trailing slash)"
         )
     uri = document.get("jwks_uri")
-    if not isinstance(uri, str) or not is_acceptable_url(uri):
+    if not isinstance(uri, str) or not is_https_or_loopback(uri):
         raise _unavailable("its discovery document has no usable https jwks_uri")
     return uri
-
-
-def is_acceptable_url(url: str) -> bool:
-    """True for an https URL, or http to a loopback host (a provider run for tests or dev)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return bool(parts.hostname)
-    return parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
 
 
 def _where(url: str) -> str:

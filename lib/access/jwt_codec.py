@@ -31,7 +31,7 @@ from jwt.exceptions import (
 )
 
 from lib.access.bearer import MAX_TOKEN_CHARS
-from lib.access.token_errors import TokenExpiredError, TokenRejectedError
+from lib.errors import TokenExpiredError, TokenRejectedError
 
 # Clocks of servers and identity providers drift by seconds; half a minute absorbs that
 # without stretching a short-lived token's life by much.

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lib.access.token_errors import TokenScopeError
+from lib.errors import TokenScopeError
 from lib.model_ids import is_model_allowed, is_valid_model_id
 
 MAX_USER_CHARS = 128

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from lib.access import jwt_codec
-from lib.access.token_errors import TokenRejectedError
 from lib.access.token_scope import LIMIT_FIELDS, TokenGrant, is_valid_user
+from lib.errors import TokenRejectedError
 from lib.model_ids import is_valid_model_id
+from lib.settings import MIN_TOKEN_SECRET_CHARS
 
 ISSUER = AUDIENCE = "promptgate"
 CLAIMS = ("iss", "aud", "sub", "key", "models", "rpm", "tpm", "daily_tokens", "iat", "exp", "jti")
 _REQUIRED = ("iss", "aud", "sub", "key", "iat", "exp", "jti")
-MIN_SECRET_CHARS = 32
 DEFAULT_MAX_TTL_S = 3600
 
 
@@ -40,8 +40,8 @@ class ProxyTokens:
         clock: Callable[[], float] = time.time,
     ) -> None:
         for value in (secret, previous_secret):
-            if value is not None and len(value) < MIN_SECRET_CHARS:
-                raise ValueError(f"a token secret must be at least {MIN_SECRET_CHARS} characters")
+            if value is not None and len(value) < MIN_TOKEN_SECRET_CHARS:
+                raise ValueError(f"a token secret must be {MIN_TOKEN_SECRET_CHARS}+ characters")
         self._secrets = [secret] + ([previous_secret] if previous_secret else [])
         self.max_ttl_s = max_ttl_s
         self.clock = clock
