@@ -28,6 +28,7 @@ from lib.routes import Services, inference_router, public_router
 from lib.settings import Settings, SettingsError, load_settings
 from lib.signpost_routes import signpost_router
 from lib.task_routes import TASK_ROUTE_PREFIX, task_router
+from lib.token_routes import token_router
 from lib.upstream import UpstreamClient
 from lib.validation_errors import explain_validation_error
 
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(public_router)
     app.include_router(task_router)
     app.include_router(signpost_router)
+    app.include_router(token_router)
     include_pages(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -53,9 +53,9 @@ _bearer = HTTPBearer(
 # Every error status an inference route can answer (lib/errors.py), as the API documents them.
 ERROR_STATUSES: dict[int, str] = {
     400: "Refused by a rule the schema cannot state, or by the upstream",
-    401: "Missing, unknown or expired client key",
+    401: "Missing, unknown or expired client key; a refused token (invalid_token, token_expired)",
     402: "The server's Hugging Face account is out of credits",
-    403: "Model not allowed on this deployment",
+    403: "Model not allowed on this deployment, key or token; a token where only a key will do",
     404: "Model not found upstream",
     408: "The request body did not arrive within BODY_TIMEOUT_S",
     413: "Request body too large",
@@ -64,10 +64,10 @@ ERROR_STATUSES: dict[int, str] = {
     429: "The key's rate limit or token budget is spent, or the upstream rate limits",
     502: "Upstream failed, or refused the server's credentials",
     503: "This deployment lacks a setting it needs (HF_TOKEN, PROXY_API_KEYS), or its limit "
-    "store is unreachable",
+    "store or identity provider is unreachable",
     504: "Upstream did not answer within the deadline",
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in ERROR_STATUSES.items()
 }
@@ -116,7 +116,8 @@ class GatedRoute(APIRoute):
         has_body = self.body_field is not None
 
         async def gated_handler(request: Request) -> Response:
-            caller = _services(request).access.identify(request.headers.get("authorization"))
+            authorization = request.headers.get("authorization")
+            caller = await _services(request).access.identify(authorization)
             request.state.caller, request.state.access = caller, caller.record
             request.state.response_headers = caller.response_headers
             if has_body:
@@ -132,14 +133,14 @@ async def require_caller(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Caller:
     """Who is calling and what they may do; `GatedRoute` has identified them already
-    (and refused a missing, unknown or expired key). Declares the bearer key in the API
-    document."""
+    (and refused a missing, unknown or expired key, or a refused token). Declares the bearer
+    in the API document."""
     return request.state.caller
 
 
 CallerDep = Annotated[Caller, Depends(require_caller)]
 inference_router = APIRouter(
-    route_class=GatedRoute, dependencies=[Depends(require_caller)], responses=_ERRORS
+    route_class=GatedRoute, dependencies=[Depends(require_caller)], responses=ERROR_RESPONSES
 )
 public_router = APIRouter()
 

@@ -398,3 +398,44 @@ class TaskErrorBody(BaseModel):
 
     error: str
     error_type: str
+
+
+class TokenRequest(BaseModel):
+    """`POST /v1/tokens`: a token for one end user, narrowing the caller's key. Every field
+    but `user` is optional; a limit left out is not applied for the user (the key's are)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"user": "user-1234", "ttl_s": 600, "rpm": 10, "daily_tokens": 20000}]
+        },
+    )
+
+    user: str = Field(min_length=1, max_length=128, description="The end user's id in your app.")
+    ttl_s: JsonInt | None = Field(
+        default=None, ge=1, description="Seconds; default and most: TOKEN_MAX_TTL_S."
+    )
+    models: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    rpm: JsonInt | None = Field(default=None, ge=1)
+    tpm: JsonInt | None = Field(default=None, ge=1)
+    daily_tokens: JsonInt | None = Field(default=None, ge=1)
+
+
+class TokenLimits(BaseModel):
+    """A token's own limits; `null` is none for the user (the key's still apply)."""
+
+    rpm: int | None
+    tpm: int | None
+    daily_tokens: int | None
+
+
+class TokenResponse(BaseModel):
+    """A minted token: send it as `Authorization: Bearer <token>` until `expires_at`."""
+
+    token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: int = Field(description="Unix seconds.")
+    user: str
+    models: list[str]
+    limits: TokenLimits

@@ -1,7 +1,9 @@
 """The access layer: who is calling (client keys with names and policies), and what they may
 spend (rate limits and token budgets, counted in Redis or in this process).
 
-Routes see one thing, a `Caller`, from `AccessControl.identify`.
+Routes see one thing, a `Caller`, from `AccessControl.identify`: a client key's, or a bearer
+token's (the proxy's own short-lived tokens, or the app's identity provider's), which also
+names an end user counted under their own limits.
 """
 
 from __future__ import annotations
@@ -9,12 +11,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from lib.access.bearer import bearer_value, looks_like_jwt
 from lib.access.caller import Caller
 from lib.access.keys import KeyRing
 from lib.access.limits import RATE_LIMIT_HEADERS, AccessRecord, Limiter, Remaining
-from lib.access.policy import Policy, load_keys
+from lib.access.policy import Policy, load_policies
+from lib.access.token_scope import TokenAsk, TokenGrant
+from lib.errors import NotConfiguredError, TokenNotAllowedError, TokenRejectedError
 from lib.settings import Settings
+
+if TYPE_CHECKING:
+    from lib.access.token_gate import TokenGate
 
 __all__ = [
     "RATE_LIMIT_HEADERS",
@@ -23,6 +32,8 @@ __all__ = [
     "Caller",
     "Policy",
     "Remaining",
+    "TokenAsk",
+    "TokenGrant",
 ]
 
 
@@ -39,9 +50,14 @@ class AccessControl:
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
     ) -> None:
-        keys, defaults = load_keys(settings)
-        anonymous = defaults if settings.allow_anonymous else None
-        self.keys = KeyRing(keys, anonymous=anonymous, clock=clock)
+        policies = load_policies(settings)
+        anonymous = policies.defaults if settings.allow_anonymous else None
+        self.keys = KeyRing(policies.keys, anonymous=anonymous, clock=clock)
+        self.tokens: TokenGate | None = None
+        if settings.tokens_configured:  # PyJWT is imported only then
+            from lib.access.token_gate import TokenGate
+
+            self.tokens = TokenGate(settings, policies.keys, policies.users, clock=clock)
         store = None
         if (url := settings.limits_store_url) is not None:
             from lib.access.redis_store import RedisStore
@@ -55,11 +71,39 @@ class AccessControl:
             logger=logger,
         )
 
-    def identify(self, authorization: str | None) -> Caller:
-        """The caller the raw `Authorization` header names; raises `AuthenticationError`
-        (401: missing, unknown or expired key) or `NotConfiguredError` (503: no keys)."""
+    async def identify(self, authorization: str | None) -> Caller:
+        """The caller the raw `Authorization` header names: a client key, or a bearer token.
+
+        Raises `AuthenticationError` (401: missing, unknown or expired key; a refused token,
+        code `invalid_token` or `token_expired`), `NotConfiguredError` (503: no keys) or
+        `IdentityProviderUnavailableError` (503: the provider's keys cannot be fetched).
+        """
+        bearer = bearer_value(authorization)
+        if looks_like_jwt(bearer):
+            if self.tokens is None:
+                raise TokenRejectedError(
+                    "This deployment accepts no tokens (TOKEN_SECRET and OIDC_ISSUER are "
+                    "unset); send a client key."
+                )
+            holder = await self.tokens.identify(bearer)
+            record = AccessRecord(holder.key.name, user=holder.user.user)
+            return Caller(holder.key, self.limiter, record, user=holder.user)
         key = self.keys.identify(authorization)
         return Caller(key, self.limiter, AccessRecord(key.name))
+
+    def mint(self, caller: Caller, ask: TokenAsk) -> tuple[str, TokenGrant]:
+        """A token for `ask`, carved from the caller's key. Refuses a caller holding a token
+        (403), a deployment without `TOKEN_SECRET` (503) and asking too much (400)."""
+        if caller.via_token:
+            raise TokenNotAllowedError(
+                "Tokens cannot mint tokens: POST /v1/tokens takes a client key."
+            )
+        if self.tokens is None:
+            raise NotConfiguredError(
+                "This deployment mints no tokens: set TOKEN_SECRET (32+ random characters) "
+                "in the server's environment."
+            )
+        return self.tokens.mint(caller.key, ask)
 
     async def aclose(self) -> None:
         """Close the limit store's connections."""

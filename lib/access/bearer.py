@@ -36,6 +36,16 @@ class UnverifiedToken:
         return issuer if isinstance(issuer, str) else None
 
 
+def bearer_value(authorization: str | None) -> str:
+    """The value of an `Authorization: Bearer <value>` header; empty for anything else."""
+    if not authorization:
+        return ""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return value.strip()
+
+
 def looks_like_jwt(value: str) -> bool:
     """True when `value` has a JWS compact shape whose header is a JSON object (`eyJ...`)."""
     return value.startswith("eyJ") and value.count(".") == 2

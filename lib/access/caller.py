@@ -24,12 +24,15 @@ _CHARGE_BOUND_S = 2.0
 class Caller:
     """One request's caller: its key (name and policy), and the limits that apply to it.
 
+    A caller with a bearer token also has a `user`: the end user the token names, with the
+    token's own limits (or `[users]`), counted apart from the key's, which apply too.
     `response_headers` are added to the response, whatever it is (the rate-limit headers).
     """
 
     key: NamedKey
     limiter: Limiter
     record: AccessRecord
+    user: NamedKey | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     _charged: bool = False
 
@@ -43,20 +46,31 @@ class Caller:
         """What the key may do."""
         return self.key.policy
 
+    @property
+    def via_token(self) -> bool:
+        """True when the caller presented a token rather than a client key."""
+        return self.user is not None
+
     def check_model(self, model: str) -> None:
-        """Refuse a model outside the key's own `models` (the deployment's allowlist is checked
-        when the model is resolved)."""
-        models = self.policy.models
-        if models is not None and not is_model_allowed(model, models):
-            raise ModelNotAllowedError(
-                f"The model '{model}' is not allowed for this key. Allowed: {', '.join(models)}.",
-                param="model",
-            )
+        """Refuse a model outside the key's own `models`, or the token's (the deployment's
+        allowlist is checked when the model is resolved)."""
+        for holder, models in (("key", self.policy.models), ("token", self._user_models)):
+            if models is not None and not is_model_allowed(model, models):
+                raise ModelNotAllowedError(
+                    f"The model '{model}' is not allowed for this {holder}. "
+                    f"Allowed: {', '.join(models)}.",
+                    param="model",
+                )
+
+    @property
+    def _user_models(self) -> tuple[str, ...] | None:
+        return self.user.policy.models if self.user is not None else None
 
     def cap_completion_tokens(self, payload: dict[str, Any], field: str = "max_tokens") -> None:
-        """Apply the key's `max_tokens` to a payload: send it as `field` when the caller set no
-        limit, refuse (400) a request that asks for more."""
-        cap = self.policy.max_tokens
+        """Apply the key's `max_tokens` (and a token user's, the smaller) to a payload: send it
+        as `field` when the caller set no limit, refuse (400) a request that asks for more."""
+        caps = [self.policy.max_tokens, self.user.policy.max_tokens if self.user else None]
+        cap = min((c for c in caps if c is not None), default=None)
         if cap is None:
             return
         for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
@@ -74,9 +88,15 @@ class Caller:
         payload[field] = cap
 
     async def admit(self) -> None:
-        """Count this request against the key's limits, or raise the refusal (429, 503)."""
+        """Count this request against the user's limits, then the key's, or raise the
+        refusal (429, 503). The user's headers win: theirs are the limits a token's holder
+        meets first."""
+        headers: dict[str, str] = {}
+        if self.user is not None and self.limiter.applies_to(self.user):
+            headers = await self.limiter.admit(self.user, self.record)
         if self.limiter.applies_to(self.key):
             self.response_headers.update(await self.limiter.admit(self.key, self.record))
+        self.response_headers.update(headers)
 
     async def charge(
         self, usage: Any, *, payload: dict[str, Any] | None = None, answer_chars: int = 0
@@ -95,15 +115,21 @@ class Caller:
             prompt = _estimate(_prompt_chars(payload))
             completion = _estimate(answer_chars)
         self.record.prompt_tokens, self.record.completion_tokens = prompt, completion
-        if not self.limiter.applies_to(self.key):
+        counted = [h for h in (self.user, self.key) if h is not None and self.limiter.applies_to(h)]
+        if not counted:
             return
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # The caller hung up: count anyway, within a bound, despite the cancellation.
             with anyio.move_on_after(_CHARGE_BOUND_S, shield=True):
-                await self.limiter.add_tokens(self.key, prompt + completion)
+                await self._add_tokens(counted, prompt + completion)
         else:
-            await self.limiter.add_tokens(self.key, prompt + completion)
+            await self._add_tokens(counted, prompt + completion)
+
+    async def _add_tokens(self, counted: list[NamedKey], tokens: int) -> None:
+        """The user's count (a token's holder), then the key's."""
+        for holder in counted:
+            await self.limiter.add_tokens(holder, tokens)
 
 
 def _reported_tokens(usage: Any) -> tuple[int | None, int | None]:

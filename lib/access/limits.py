@@ -44,6 +44,7 @@ class AccessRecord:
     """One request's dealings with the access layer, for its log line (never the key)."""
 
     key: str
+    user: str | None = None  # the end user a token names
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     refused_by: str | None = None
@@ -92,7 +93,13 @@ class Limiter:
         return self._store.kind
 
     def applies_to(self, key: NamedKey) -> bool:
-        """True when `key`'s requests are counted (it has a limit, or the deployment has)."""
+        """True when `key`'s requests are counted (it has a limit, or the deployment has).
+
+        A token's user (`key.user`) counts only its own limits: the deployment's day is
+        counted once, on the key the token spends.
+        """
+        if key.user is not None:
+            return key.policy.counted
         return key.policy.counted or self._global_daily_tokens is not None
 
     async def admit(self, key: NamedKey, record: AccessRecord) -> dict[str, str]:
@@ -110,7 +117,8 @@ class Limiter:
             raise
         headers = _rate_limit_headers(key, counts, windows)
         if counts.verdict is not Verdict.ADMITTED:
-            record.refused_by = _REFUSED_BY[counts.verdict]
+            prefix = "user_" if key.user is not None else ""
+            record.refused_by = prefix + _REFUSED_BY[counts.verdict]
             raise _refusal(key, counts.verdict, windows, headers)
         return headers
 
@@ -191,7 +199,7 @@ class Limiter:
         return Windows(
             minute=f"{_PREFIX}:{key.name}:m:{int(now // _MINUTE_S)}",
             day=f"{_PREFIX}:{key.name}:d:{day}",
-            global_day=f"{_PREFIX}:*:d:{day}" if self._global_daily_tokens else None,
+            global_day=f"{_PREFIX}:*:d:{day}" if self._counts_deployment(key) else None,
             minute_ttl_s=2 * _MINUTE_S,
             day_ttl_s=2 * _DAY_S,
             now=now,
@@ -203,8 +211,13 @@ class Limiter:
             rpm=policy.rpm or NO_LIMIT,
             tpm=policy.tpm or NO_LIMIT,
             daily_tokens=policy.daily_tokens or NO_LIMIT,
-            global_daily_tokens=self._global_daily_tokens or NO_LIMIT,
+            global_daily_tokens=(self._global_daily_tokens or NO_LIMIT)
+            if self._counts_deployment(key)
+            else NO_LIMIT,
         )
+
+    def _counts_deployment(self, key: NamedKey) -> bool:
+        return self._global_daily_tokens is not None and key.user is None
 
 
 def _left(limit: int | None, used: int) -> int | None:
@@ -252,16 +265,17 @@ def _refusal(
     key: NamedKey, verdict: Verdict, windows: Windows, headers: dict[str, str]
 ) -> ProxyError:
     policy = key.policy
+    who = f"user '{key.user[:64]}'" if key.user is not None else f"key '{key.name}'"
     if verdict in (Verdict.RPM, Verdict.TPM):
         wait = _resets_in(windows.now, _MINUTE_S)
         what = f"{policy.rpm} requests" if verdict is Verdict.RPM else f"{policy.tpm} tokens"
         return RateLimitExceededError(
-            f"Rate limit reached for key '{key.name}': {what} per minute. Try again in {wait} s.",
+            f"Rate limit reached for {who}: {what} per minute. Try again in {wait} s.",
             headers={**headers, "Retry-After": str(wait)},
         )
     wait = _resets_in(windows.now, _DAY_S)
     if verdict is Verdict.DAILY_TOKENS:
-        message = f"Key '{key.name}' has used its {policy.daily_tokens} tokens for today"
+        message = f"{who[0].upper()}{who[1:]} has used its {policy.daily_tokens} tokens for today"
     else:
         message = "This deployment has used its daily token budget"
     return QuotaExceededError(

@@ -7,6 +7,8 @@ The file holds no secret, only each key's SHA-256, so it may be committed:
     [keys.mobile-app]
     sha256 = "<64 hex digits>"
     daily_tokens = 5000000
+    [users]                 # each user an identity provider signs in (OIDC_ISSUER)
+    rpm = 10
 
 A mistake stops start-up with one line naming the file and the entry, never a key.
 """
@@ -50,11 +52,16 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class NamedKey:
-    """A client key as the proxy knows it: a name for logs, its SHA-256, and its policy."""
+    """A client key as the proxy knows it: a name for logs, its SHA-256, and its policy.
+
+    With `user` set, it is instead one end user of a token (lib/access/token_gate.py): its
+    windows in the limit store are that user's, its policy the token's or `[users]`.
+    """
 
     name: str
     digest: bytes
     policy: Policy
+    user: str | None = None
 
 
 def key_id(digest: bytes) -> str:
@@ -62,19 +69,36 @@ def key_id(digest: bytes) -> str:
     return "key-" + digest.hex()[:8]
 
 
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """Everything the policy file says: the keys, `[defaults]`, and `[users]` (the policy of
+    each user an identity provider signs in; `[defaults]` fills what it leaves out)."""
+
+    keys: list[NamedKey]
+    defaults: Policy
+    users: Policy
+
+
 def load_keys(settings: Settings) -> tuple[list[NamedKey], Policy]:
     """Every configured key with its policy, and the `[defaults]` policy (for anonymous callers).
 
     Raises `SettingsError` naming the file and the entry when the policy file is wrong.
     """
+    policies = load_policies(settings)
+    return policies.keys, policies.defaults
+
+
+def load_policies(settings: Settings) -> Policies:
+    """The keys, `[defaults]` and `[users]`; raises `SettingsError` naming the file and entry."""
     source, document = _read_policy_document(settings)
-    defaults = Policy()
+    defaults = users = Policy()
     named: list[NamedKey] = []
     if document is not None:
-        unknown = set(document) - {"defaults", "keys"}
+        unknown = set(document) - {"defaults", "keys", "users"}
         if unknown:
             raise SettingsError(f"{source}: unknown table [{sorted(unknown)[0]}]")
         defaults = _policy(source, "[defaults]", document.get("defaults", {}), Policy(), settings)
+        users = _policy(source, "[users]", document.get("users", {}), defaults, settings)
         keys = document.get("keys", {})
         if not isinstance(keys, dict):
             raise SettingsError(f"{source}: [keys] must hold one table per key")
@@ -88,7 +112,7 @@ def load_keys(settings: Settings) -> tuple[list[NamedKey], Policy]:
         if digest not in seen:  # a key in both places is the named one
             seen[digest] = key_id(digest)
             named.append(NamedKey(key_id(digest), digest, defaults))
-    return named, defaults
+    return Policies(keys=named, defaults=defaults, users=users)
 
 
 def _read_policy_document(settings: Settings) -> tuple[str, dict[str, Any] | None]:

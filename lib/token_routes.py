@@ -1,0 +1,42 @@
+"""`POST /v1/tokens`: trade a client key for a short-lived token naming one end user."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from lib.access import TokenAsk
+from lib.routes import ERROR_RESPONSES, CallerDep
+from lib.schemas import TokenLimits, TokenRequest, TokenResponse
+
+token_router = APIRouter(responses=ERROR_RESPONSES)
+
+
+@token_router.post(
+    "/v1/tokens",
+    tags=["Tokens"],
+    summary="Mint a short-lived token for one end user",
+    response_model=TokenResponse,
+)
+async def create_token(
+    body: TokenRequest, request: Request, response: Response, caller: CallerDep
+) -> TokenResponse:
+    """Authenticated by a client key, never a token. The token can only narrow the key:
+    models within its models, limits at most its limits, a life at most `TOKEN_MAX_TTL_S`
+    and never past the key's `expires`; asking for more is a 400 naming the field."""
+    ask = TokenAsk(
+        user=body.user,
+        ttl_s=body.ttl_s,
+        models=tuple(body.models) if body.models is not None else None,
+        rpm=body.rpm,
+        tpm=body.tpm,
+        daily_tokens=body.daily_tokens,
+    )
+    token, grant = request.app.state.services.access.mint(caller, ask)
+    response.headers["Cache-Control"] = "no-store"  # a credential: no cache may keep it
+    return TokenResponse(
+        token=token,
+        expires_at=grant.expires_at,
+        user=grant.user,
+        models=list(grant.models or ()),
+        limits=TokenLimits(**grant.limits),
+    )
