@@ -118,6 +118,7 @@ def _format_line(scope: Scope, state: dict, status: int | None, started: float) 
             "client_disconnected": state.get("client_disconnected", False),
             "caller_stalled": state.get("caller_stalled", False),
             "key": access and access.key,
+            "user": access and access.user,
             "prompt_tokens": access and access.prompt_tokens,
             "completion_tokens": access and access.completion_tokens,
             "limited_by": access and access.refused_by,

@@ -32,6 +32,7 @@ async def create_token(
         daily_tokens=body.daily_tokens,
     )
     token, grant = request.app.state.services.access.mint(caller, ask)
+    caller.record.user = grant.user  # the log line says whom the key minted for
     response.headers["Cache-Control"] = "no-store"  # a credential: no cache may keep it
     return TokenResponse(
         token=token,

@@ -217,6 +217,7 @@ def test_one_log_line_per_request_without_prompt_or_secrets(
         "client_disconnected": False,
         "caller_stalled": False,
         "key": "key-" + hashlib.sha256(CANARY_KEY.encode()).hexdigest()[:8],
+        "user": None,
         "prompt_tokens": 3,
         "completion_tokens": 2,
         "limited_by": None,
