@@ -22,8 +22,11 @@ CANARY_TOKEN = "hf_test_canary_token_5f2c9a"
 CANARY_KEY = "pg_test_canary_key_7d41e0"
 UPSTREAM = "https://upstream.test"
 AUTH = {"Authorization": f"Bearer {CANARY_KEY}"}
+# TOKEN_SECRET for tests that mint tokens through the app.
+CANARY_TOKEN_SECRET = "pg_test_canary_tokensecret_Q7w2Z9x4R1v8K3m6"
 AUDIT.watch(CANARY_TOKEN)
 AUDIT.watch(CANARY_KEY)
+AUDIT.watch(CANARY_TOKEN_SECRET)
 
 
 def running_in_ci() -> bool:

@@ -43,3 +43,24 @@ def test_audit_sees_a_piece_of_a_watched_secret() -> None:
         assert len(AUDIT.hits) == before + 1
     finally:
         del AUDIT.hits[before:]  # planted on purpose: not a leak of the proxy's
+
+
+async def _minting_app(scope: Scope, receive: Receive, send: Send) -> None:
+    body = b'{"token": "eyJhbGciOiJIUzI1NiJ9.e30.planted-minted-token", "token_type": "bearer"}'
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_audit_watches_every_minted_token_in_log_lines() -> None:
+    before = len(AUDIT.hits)
+    try:
+        TestClient(audited(_minting_app)).post("/v1/tokens")
+        assert AUDIT.hits[before:] == []  # the answer to its minting may hold it
+        logging.getLogger("promptgate").warning(
+            "bearer eyJhbGciOiJIUzI1NiJ9.e30.planted-minted-token"
+        )
+        hits = AUDIT.hits[before:]
+        assert hits == ["log promptgate: a minted token ending ...-token"]
+    finally:
+        del AUDIT.hits[before:]
+        AUDIT.minted.discard(b"eyJhbGciOiJIUzI1NiJ9.e30.planted-minted-token")

@@ -18,7 +18,7 @@ import respx
 from fastapi.testclient import TestClient
 
 from lib.app import create_app
-from tests.conftest import AUTH, CANARY_KEY, chat_completion, make_settings
+from tests.conftest import AUTH, CANARY_KEY, CANARY_TOKEN_SECRET, chat_completion, make_settings
 from tests.identity_provider import AUDIENCE, ProviderState, create_provider_app, new_key, sign
 from tests.redis_server import RedisServer, run_redis_server
 from tests.secret_audit import audited
@@ -28,7 +28,7 @@ CHAT = "/v1/chat/completions"
 HELLO = {"messages": [{"role": "user", "content": "Hello?"}]}
 MODEL = "HuggingFaceTB/SmolLM3-3B"
 OTHER_MODEL = "Qwen/Qwen3-4B"
-SECRET = "pg_test_canary_token_secret_route_0123456789"
+SECRET = CANARY_TOKEN_SECRET
 T0 = 1_800_000_000.0  # a minute's first second
 KEY_SHA256 = hashlib.sha256(CANARY_KEY.encode()).hexdigest()
 RSA = new_key("rsa-1")
