@@ -4,7 +4,10 @@
 "use strict";
 
 (function () {
-  var config = null; // {proxyUrl, model}, from the app's backend
+  // {proxyUrl, model}: where the proxy is, from the app's backend (no secret in it).
+  var configReady = fetch("/config").then(function (response) {
+    return response.json();
+  });
   var session = null; // {token, expires_at, user}
 
   var loginForm = document.getElementById("login");
@@ -66,6 +69,7 @@
     event.preventDefault();
     show("");
     answer.textContent = "";
+    var config = await configReady;
     var response;
     try {
       response = await fetch(config.proxyUrl + "/v1/chat/completions", {
@@ -111,12 +115,4 @@
       });
     }
   }
-
-  fetch("/config")
-    .then(function (response) {
-      return response.json();
-    })
-    .then(function (value) {
-      config = value;
-    });
 })();
