@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 REQUEST_TIMEOUT_S = 3.0
+TOKEN_SECRET = "pg_test_canary_token_secret_pages_0123456789"
 
 
 def _require_chromium() -> None:
@@ -69,7 +70,11 @@ class Live:
 def live() -> Iterator[Live]:
     state = StandinState(token=CANARY_TOKEN, token_delay_s=0.05, slow_s=REQUEST_TIMEOUT_S + 1.5)
     with serve_on_loopback(create_standin_app(state)) as standin_url:
-        settings = make_settings(hf_base_url=standin_url, request_timeout_s=REQUEST_TIMEOUT_S)
+        settings = make_settings(
+            hf_base_url=standin_url,
+            request_timeout_s=REQUEST_TIMEOUT_S,
+            token_secret=TOKEN_SECRET,  # the playground can trade its key for a token
+        )
         with serve_on_loopback(create_app(settings)) as url:
             yield Live(url=url, standin=state)
 
@@ -276,6 +281,28 @@ def test_playground_streams_an_answer_token_by_token(
     _assert_clean(watch)
 
 
+def test_playground_trades_the_key_for_a_token_and_keeps_only_the_token(
+    live: Live, page: Any, watch: Watch
+) -> None:
+    page.goto(f"{live.url}/")
+    _enter_key(page, CANARY_KEY)
+    page.wait_for_function("() => document.getElementById('model').options[0]?.value !== ''")
+    page.get_by_role("button", name="Trade the key for a short-lived token").click()
+    page.get_by_role("status").filter(has_text="Using a short-lived token").wait_for()
+    stored = page.evaluate("() => JSON.stringify(Object.entries(sessionStorage))")
+    assert CANARY_KEY not in stored and "eyJ" in stored
+    assert page.locator("#key").input_value().startswith("eyJ")
+    assert "valid until" in page.locator("#token-hint").inner_text()
+
+    page.get_by_label("Prompt").fill("Hello with a token")
+    page.get_by_label("Prompt").press("Enter")
+    page.get_by_role("status").filter(has_text="Done").wait_for()
+    assert page.locator("#answer").inner_text().endswith("You said: Hello with a token")
+    page.get_by_role("button", name="Trade the key for a short-lived token").click()
+    page.locator("#error").filter(has_text="Tokens cannot mint tokens").wait_for()
+    _assert_clean(watch)
+
+
 def test_playground_stop_ends_a_running_answer(live: Live, page: Any, watch: Watch) -> None:
     live.standin.token_delay_s = 0.15
     prompt = "one two three four five six"
@@ -373,7 +400,7 @@ def test_playground_is_usable_from_the_keyboard(live: Live, page: Any, watch: Wa
     page.wait_for_function("() => !document.getElementById('model').disabled")
     focus_ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert focus_ring == "solid"
-    for _ in range(3):  # Load models, Model, Prompt
+    for _ in range(4):  # Load models, Trade the key for a token, Model, Prompt
         page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "prompt"
     page.keyboard.type("typed without a mouse")

@@ -1,6 +1,8 @@
 // The playground: list the allowed models, stream an answer from POST /api/generate, stop it.
 // No framework, no inline code (the page's Content-Security-Policy forbids it). The client key
-// lives in this tab's sessionStorage only; it is never written into the page.
+// lives in this tab's sessionStorage only; it is never written into the page. "Trade the key
+// for a short-lived token" swaps it, once, for a token from POST /v1/tokens: the tab then
+// keeps only the token, which stops working by itself.
 "use strict";
 
 (function () {
@@ -17,6 +19,8 @@
   var statusLine = document.getElementById("status");
   var errorBox = document.getElementById("error");
   var answer = document.getElementById("answer");
+  var useTokenButton = document.getElementById("use-token");
+  var tokenHint = document.getElementById("token-hint");
 
   var running = null; // the AbortController of the answer being streamed, if any
 
@@ -63,6 +67,10 @@
     var code = (error && error.code) || "";
     if (status === 401 || type === "authentication_error") {
       if (code === "missing_api_key") return "Enter your client key first.";
+      if (code === "token_expired") {
+        return "Your short-lived token has expired. Enter the client key again (and trade it for a new token if you like).";
+      }
+      if (code === "invalid_token") return "The proxy refused the token: " + message;
       return (
         "The proxy refused this client key. Check the key field: it takes one of the " +
         "proxy's client keys, not a Hugging Face token."
@@ -251,6 +259,37 @@
     if (running) running.abort();
   }
 
+  // Trade the key in the field for a token naming this playground; keep only the token.
+  async function useToken() {
+    clearError();
+    if (!keyInput.value.trim()) {
+      showError("Enter your client key first.");
+      return;
+    }
+    setStatus("Trading the key for a token…");
+    try {
+      var response = await fetch("v1/tokens", {
+        method: "POST",
+        headers: Object.assign({ "Content-Type": "application/json" }, authHeaders()),
+        body: JSON.stringify({ user: "playground" }),
+      });
+      if (!response.ok) {
+        showError(await errorFrom(response));
+        setStatus("");
+        return;
+      }
+      var minted = await response.json();
+      keyInput.value = minted.token;
+      storeKey(minted.token); // the key itself is no longer kept anywhere in this tab
+      var until = new Date(minted.expires_at * 1000).toLocaleTimeString();
+      tokenHint.textContent = "This tab now holds a token valid until " + until + ", not the key.";
+      setStatus("Using a short-lived token.");
+    } catch (e) {
+      showError("Could not reach the proxy: " + e.message);
+      setStatus("");
+    }
+  }
+
   settings.addEventListener("submit", function (event) {
     event.preventDefault();
     loadModels();
@@ -273,6 +312,7 @@
     if (event.key === "Escape" && running) stop();
   });
   stopButton.addEventListener("click", stop);
+  useTokenButton.addEventListener("click", useToken);
 
   keyInput.value = readKey();
   if (keyInput.value) loadModels();
