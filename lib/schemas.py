@@ -58,6 +58,7 @@ Temperature = Annotated[float, Field(ge=0, le=2), WrapValidator(_number_as_sent)
 TopP = Annotated[float, Field(ge=0, le=1), WrapValidator(_number_as_sent)]
 MaxTokens = Annotated[int, Field(ge=1, le=131_072), BeforeValidator(_whole_number)]
 Dimensions = Annotated[int, Field(ge=1, le=16_384), BeforeValidator(_whole_number)]
+PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]
 
 
 def _check_stop(value: str | list[str]) -> str | list[str]:
@@ -413,13 +414,13 @@ class TokenRequest(BaseModel):
     )
 
     user: str = Field(min_length=1, max_length=128, description="The end user's id in your app.")
-    ttl_s: JsonInt | None = Field(
-        default=None, ge=1, description="Seconds; default and most: TOKEN_MAX_TTL_S."
+    ttl_s: PositiveCount | None = Field(
+        default=None, description="Seconds; default and most: TOKEN_MAX_TTL_S."
     )
     models: list[str] | None = Field(default=None, min_length=1, max_length=64)
-    rpm: JsonInt | None = Field(default=None, ge=1)
-    tpm: JsonInt | None = Field(default=None, ge=1)
-    daily_tokens: JsonInt | None = Field(default=None, ge=1)
+    rpm: PositiveCount | None = None
+    tpm: PositiveCount | None = None
+    daily_tokens: PositiveCount | None = None
 
 
 class TokenLimits(BaseModel):

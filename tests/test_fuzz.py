@@ -40,7 +40,12 @@ EXAMPLES_PER_ROUTE = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 DRAW_NEW_CASES = os.environ.get("FUZZ_RANDOM") == "1"
 AUTH = {"Authorization": f"Bearer {CANARY_KEY}"}
 # Any model may be named, so generated ids reach the stand-in instead of stopping at a 403.
-APP_SETTINGS = {"allowed_models": "*", "request_timeout_s": 10.0}
+# Tokens are on, so that POST /v1/tokens is fuzzed past its 503.
+APP_SETTINGS = {
+    "allowed_models": "*",
+    "request_timeout_s": 10.0,
+    "token_secret": "pg_test_canary_token_secret_fuzz_0123456789",
+}
 
 _ACCEPTED = ["2XX", "400", "401", "403", "404", "429"]
 # A schema-violating request is refused with a 4xx: 413 when it is too large; never a 5xx.

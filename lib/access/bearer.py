@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lib.errors import TokenRejectedError
+
 # Far above any ID token seen from Auth0, Clerk, Supabase, Firebase, Cognito or Google
 # (1-3 KB), far below what a header parser or a signature check should be made to chew.
 MAX_TOKEN_CHARS = 8192
@@ -49,6 +51,14 @@ def bearer_value(authorization: str | None) -> str:
 def looks_like_jwt(value: str) -> bool:
     """True when `value` has a JWS compact shape whose header is a JSON object (`eyJ...`)."""
     return value.startswith("eyJ") and value.count(".") == 2
+
+
+def require_token_size(token: str) -> None:
+    """Refuse (401) a token too long to be read: checked before any decoding."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenRejectedError(
+            f"The token is longer than {MAX_TOKEN_CHARS} characters, the most this proxy reads."
+        )
 
 
 def read_unverified(value: str) -> UnverifiedToken | None:

@@ -30,7 +30,7 @@ from jwt.exceptions import (
     PyJWKError,
 )
 
-from lib.access.bearer import MAX_TOKEN_CHARS
+from lib.access.bearer import require_token_size
 from lib.errors import TokenExpiredError, TokenRejectedError
 
 # Clocks of servers and identity providers drift by seconds; half a minute absorbs that
@@ -51,7 +51,7 @@ def verify_hs256(
 
     Time claims are not checked here: call `check_times` next.
     """
-    _check_size(token)
+    require_token_size(token)
     last: InvalidSignatureError | None = None
     for secret in secrets:
         try:
@@ -75,7 +75,7 @@ def verify_with_jwk(
     the token's `alg` must also be the key's own: an HS256 token whose "secret" is the
     provider's public key (algorithm confusion) is refused before any signature check.
     """
-    _check_size(token)
+    require_token_size(token)
     try:
         key = jwt.PyJWK.from_dict(jwk)
     except PyJWKError as exc:
@@ -94,7 +94,7 @@ def verify_with_jwk(
 
 def read_header(token: str) -> dict[str, Any]:
     """The token's header, unverified (to find its `kid`); refuses malformed tokens."""
-    _check_size(token)
+    require_token_size(token)
     try:
         return jwt.get_unverified_header(token)
     except InvalidTokenError as exc:
@@ -182,13 +182,6 @@ def _rejection(exc: Exception, algorithms: Sequence[str]) -> TokenRejectedError:
     if isinstance(exc, DecodeError):
         return TokenRejectedError("The bearer value is not a well-formed token.")
     return TokenRejectedError("The token is not valid.")
-
-
-def _check_size(token: str) -> None:
-    if len(token) > MAX_TOKEN_CHARS:
-        raise TokenRejectedError(
-            f"The token is longer than {MAX_TOKEN_CHARS} characters, the most this proxy reads."
-        )
 
 
 def _time_claim(claims: dict[str, Any], name: str) -> float | None:

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lib.access.bearer import MAX_TOKEN_CHARS, read_unverified
+from lib.access.bearer import read_unverified, require_token_size
 from lib.access.identity import OidcVerifier
 from lib.access.jwks_source import JwksSource
 from lib.access.policy import ANONYMOUS, NamedKey, Policy
@@ -71,10 +71,7 @@ class TokenGate:
     async def identify(self, token: str) -> TokenHolder:
         """The key and user a token speaks for; raises `TokenRejectedError` (401, the rule
         broken), `TokenExpiredError` or `IdentityProviderUnavailableError` (503)."""
-        if len(token) > MAX_TOKEN_CHARS:
-            raise TokenRejectedError(
-                f"The token is longer than {MAX_TOKEN_CHARS} characters, the most this proxy reads."
-            )
+        require_token_size(token)
         unverified = read_unverified(token)
         if unverified is None:
             raise TokenRejectedError("The bearer value is not a well-formed token.")
