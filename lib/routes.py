@@ -260,12 +260,15 @@ def _model_card(model: str, tasks: dict[str, str]) -> ModelCard:
 
 @inference_router.get("/api/limits", tags=["Service"], summary="The caller's limits")
 async def limits(request: Request, caller: CallerDep) -> LimitsReport:
-    """The caller's key name, its policy, and what it has left this minute and today."""
+    """The caller's key name, its policy, and what it has left this minute and today; for a
+    token's holder, the token's user, their own limits and what they have left."""
     limiter = _services(request).access.limiter
-    remaining = await limiter.remaining(caller.key)
-    policy = caller.policy
+    counted = caller.user or caller.key
+    remaining = await limiter.remaining(counted)
+    policy = counted.policy
     return LimitsReport(
         key=caller.name,
+        user=counted.user,
         policy=KeyPolicy(
             rpm=policy.rpm,
             tpm=policy.tpm,

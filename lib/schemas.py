@@ -374,6 +374,10 @@ class LimitsReport(BaseModel):
     """What `/api/limits` reports to the caller about their own key."""
 
     key: str = Field(description="The key's name (never the key).")
+    user: str | None = Field(
+        default=None,
+        description="With a bearer token: its user; `policy` and `remaining` are then theirs.",
+    )
     policy: KeyPolicy
     remaining: LimitsRemaining
     limits_store: Literal["memory", "redis"]

@@ -293,6 +293,19 @@ def test_a_users_daily_tokens_run_out_without_stopping_other_users(
         assert limits["remaining"]["deployment_tokens_today"] == 1000 - 15
 
 
+def test_api_limits_shows_a_token_holder_their_own_limits(
+    upstream: respx.Router, clock: Clock
+) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with app_client(upstream, clock, policy(rpm=60, daily_tokens=100000)) as client:
+        alice = bearer(mint(client, user="alice", rpm=5)["token"])
+        client.post(CHAT, json=HELLO, headers=alice)
+        report = client.get("/api/limits", headers=alice).json()
+    assert (report["key"], report["user"]) == ("browser-app", "alice")
+    assert report["policy"]["rpm"] == 5 and report["policy"]["daily_tokens"] is None
+    assert report["remaining"]["requests_this_minute"] == 4
+
+
 def test_log_line_names_key_and_user_never_the_token(
     upstream: respx.Router, clock: Clock, log_lines: list[str]
 ) -> None:
