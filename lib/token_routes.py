@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from lib.access import TokenAsk
-from lib.routes import ERROR_RESPONSES, CallerDep
+from lib.routes import ERROR_RESPONSES, CallerDep, GatedRoute, require_caller
 from lib.schemas import TokenLimits, TokenRequest, TokenResponse
 
-token_router = APIRouter(responses=ERROR_RESPONSES)
+# Like the inference routes: the caller is identified before the body is read.
+token_router = APIRouter(
+    route_class=GatedRoute, dependencies=[Depends(require_caller)], responses=ERROR_RESPONSES
+)
 
 
 @token_router.post(

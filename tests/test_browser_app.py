@@ -26,13 +26,13 @@ import pytest
 
 from lib.app import create_app
 from lib.standin import StandinState, create_standin_app
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
+from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
 from tests.servers import serve_on_loopback
 from tests.test_pages_browser import CHROMIUM, CHROMIUM_ARGS, LOOPBACK_HOSTS
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWER = "Hello from the stand-in upstream! You said: Say hello."  # the page's prompt
-SECRET = "pg_test_canary_token_secret_browser_0123456789"
+SECRET = CANARY_TOKEN_SECRET
 USER_RPM = 2
 
 

@@ -15,11 +15,11 @@ import respx
 from fastapi.testclient import TestClient
 
 from lib.app import create_app
-from tests.conftest import CANARY_KEY, chat_completion, make_settings
+from tests.conftest import CANARY_KEY, CANARY_TOKEN_SECRET, chat_completion, make_settings
 from tests.secret_audit import audited
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "pg_test_canary_token_secret_readme_0123456789"
+SECRET = CANARY_TOKEN_SECRET
 CHAT = "/v1/chat/completions"
 
 

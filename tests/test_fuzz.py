@@ -33,7 +33,7 @@ from lib.model_ids import is_valid_model_id
 from lib.schemas import MODEL_ID_SCHEMA_PATTERN
 from lib.standin import StandinState, create_standin_app
 from lib.task_routes import TASK_ROUTE_PREFIX
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
+from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
 from tests.servers import serve_on_loopback
 
 EXAMPLES_PER_ROUTE = int(os.environ.get("FUZZ_EXAMPLES", "15"))
@@ -44,7 +44,7 @@ AUTH = {"Authorization": f"Bearer {CANARY_KEY}"}
 APP_SETTINGS = {
     "allowed_models": "*",
     "request_timeout_s": 10.0,
-    "token_secret": "pg_test_canary_token_secret_fuzz_0123456789",
+    "token_secret": CANARY_TOKEN_SECRET,
 }
 
 _ACCEPTED = ["2XX", "400", "401", "403", "404", "429"]

@@ -23,7 +23,7 @@ import pytest
 from lib.app import create_app
 from lib.pages import CONTENT_SECURITY_POLICY, REDOC_CONTENT_SECURITY_POLICY
 from lib.standin import StandinState, create_standin_app
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
+from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
 from tests.servers import serve_on_loopback
 
 # Debian's Chromium by default; CHROMIUM_PATH names another (GitHub's Ubuntu runners have
@@ -45,7 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 REQUEST_TIMEOUT_S = 3.0
-TOKEN_SECRET = "pg_test_canary_token_secret_pages_0123456789"
 
 
 def _require_chromium() -> None:
@@ -73,7 +72,7 @@ def live() -> Iterator[Live]:
         settings = make_settings(
             hf_base_url=standin_url,
             request_timeout_s=REQUEST_TIMEOUT_S,
-            token_secret=TOKEN_SECRET,  # the playground can trade its key for a token
+            token_secret=CANARY_TOKEN_SECRET,  # the playground can trade its key for a token
         )
         with serve_on_loopback(create_app(settings)) as url:
             yield Live(url=url, standin=state)
