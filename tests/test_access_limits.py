@@ -257,6 +257,7 @@ def test_api_limits_reports_the_callers_key_policy_and_what_remains(
         assert "x-ratelimit-limit-requests" not in report.headers  # reading is not a request
         assert report.json() == {
             "key": "mobile-app",
+            "user": None,
             "policy": {
                 "rpm": 600,
                 "tpm": None,

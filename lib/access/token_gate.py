@@ -23,8 +23,9 @@ from lib.errors import NotConfiguredError, TokenNotAllowedError, TokenRejectedEr
 from lib.settings import Settings
 
 # The key that identity-provider users spend: it has no limits of its own (GLOBAL_DAILY_TOKENS
-# still counts on it); each user's come from `[users]`.
-OIDC_KEY_NAME = "oidc"
+# still counts on it); each user's come from `[users]`. No key name holds a colon, so none
+# can share its windows in the limit store.
+OIDC_KEY_NAME = "oidc:users"
 
 
 @dataclass(frozen=True, slots=True)
