@@ -184,6 +184,12 @@ def test_minting_needs_a_key(upstream: respx.Router, clock: Clock) -> None:
     assert response.status_code == 401 and error_of(response)["code"] == "missing_api_key"
 
 
+def test_anonymous_callers_cannot_mint(upstream: respx.Router, clock: Clock) -> None:
+    with app_client(upstream, clock, allow_anonymous=True) as client:
+        response = client.post("/v1/tokens", json={"user": "alice"})
+    assert response.status_code == 403 and error_of(response)["code"] == "client_key_required"
+
+
 def test_a_token_for_a_model_outside_its_scope_is_403(upstream: respx.Router, clock: Clock) -> None:
     with app_client(upstream, clock) as client:
         token = mint(client, models=[MODEL])["token"]

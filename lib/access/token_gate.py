@@ -124,7 +124,9 @@ class TokenGate:
             )
         expires = key.policy.expires
         if expires is not None and self._clock() >= expires.timestamp():
-            raise TokenRejectedError("The key that minted this token has expired, and its tokens.")
+            raise TokenRejectedError(
+                "The key that minted this token has expired, so the token is void."
+            )
         policy = Policy(
             rpm=grant.rpm, tpm=grant.tpm, daily_tokens=grant.daily_tokens, models=grant.models
         )
