@@ -110,18 +110,23 @@ class GatedRoute(APIRoute):
     valid JSON goes upstream.
     """
 
+    # False for a route that never reaches the upstream (minting tokens): not admitted.
+    admits_requests = True
+
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         """FastAPI's handler, behind the key check and the strict JSON decoding."""
         handler = super().get_route_handler()
         has_body = self.body_field is not None
+        admits = has_body and self.admits_requests
 
         async def gated_handler(request: Request) -> Response:
             authorization = request.headers.get("authorization")
             caller = await _services(request).access.identify(authorization)
             request.state.caller, request.state.access = caller, caller.record
             request.state.response_headers = caller.response_headers
-            if has_body:
+            if admits:
                 await caller.admit()
+            if has_body:
                 request = await read_json_request(request)
             return await handler(request)
 

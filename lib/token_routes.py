@@ -8,9 +8,16 @@ from lib.access import TokenAsk
 from lib.routes import ERROR_RESPONSES, CallerDep, GatedRoute, require_caller
 from lib.schemas import TokenLimits, TokenRequest, TokenResponse
 
-# Like the inference routes: the caller is identified before the body is read.
+
+class MintRoute(GatedRoute):
+    """Identified before the body is read, like every gated route, but not admitted: minting
+    reaches no model, so it spends none of the key's requests per minute."""
+
+    admits_requests = False
+
+
 token_router = APIRouter(
-    route_class=GatedRoute, dependencies=[Depends(require_caller)], responses=ERROR_RESPONSES
+    route_class=MintRoute, dependencies=[Depends(require_caller)], responses=ERROR_RESPONSES
 )
 
 

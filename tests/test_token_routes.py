@@ -133,6 +133,14 @@ def test_a_token_reaches_the_upstream_with_the_servers_token_not_its_own(
     assert token not in sent and sent.startswith("Bearer hf_")
 
 
+def test_minting_spends_none_of_the_keys_requests(upstream: respx.Router, clock: Clock) -> None:
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with app_client(upstream, clock, policy(rpm=1)) as client:
+        for user in ("a", "b", "c"):
+            mint(client, user=user)
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+
+
 def test_minting_with_a_token_is_403(upstream: respx.Router, clock: Clock) -> None:
     with app_client(upstream, clock) as client:
         token = mint(client)["token"]
@@ -392,7 +400,8 @@ def test_identity_provider_users_get_the_users_policy_each(
         assert refused.status_code == 429
         assert "user 'google-oauth2|carol': 1 requests per minute" in error_of(refused)["message"]
         assert client.post(CHAT, json=HELLO, headers=dave).status_code == 200
-        other_model = client.post(CHAT, json={**HELLO, "model": OTHER_MODEL}, headers=dave)
+        erin = bearer(sign(RSA, issuer, sub="erin"))  # admitted first, then the model checked
+        other_model = client.post(CHAT, json={**HELLO, "model": OTHER_MODEL}, headers=erin)
         assert other_model.status_code == 403
 
 
