@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lib.access import AccessControl, Caller
+from lib.access import AccessControl, AccessRecord, Caller
 from lib.redaction import Redactor
 from lib.streaming import EventStreamResponse, relay_chat_events, relay_generate_events
 from tests.conftest import AUTH, CANARY_TOKEN, chunk, make_settings
@@ -50,7 +50,8 @@ class FakeStream:
 def caller(keys_toml: str | None = None) -> Caller:
     """The test key's caller; with `keys_toml`, its defaults apply to it."""
     access = AccessControl(make_settings(keys_toml=keys_toml))
-    return access.identify(AUTH["Authorization"])
+    key = access.keys.identify(AUTH["Authorization"])  # a key: no token to verify
+    return Caller(key, access.limiter, AccessRecord(key.name))
 
 
 PAYLOAD = {"model": "m", "messages": [{"role": "user", "content": "12345678"}]}
