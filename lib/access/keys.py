@@ -8,6 +8,7 @@ import secrets
 import string
 from collections.abc import Callable
 
+from lib.access.bearer import bearer_value
 from lib.access.policy import ANONYMOUS, NamedKey, Policy
 from lib.errors import AuthenticationError, NotConfiguredError
 
@@ -62,7 +63,7 @@ class KeyRing:
                 "This deployment has no client keys: set PROXY_API_KEYS or KEYS_FILE in the "
                 "server's environment, or ALLOW_ANONYMOUS=true to serve without keys."
             )
-        key = _bearer_value(authorization)
+        key = bearer_value(authorization)
         found = self._find(key) if key else None
         if found is None:
             if key.startswith("hf_"):
@@ -93,12 +94,3 @@ class KeyRing:
             if hmac.compare_digest(presented, named.digest):
                 found = named
         return found
-
-
-def _bearer_value(authorization: str | None) -> str:
-    if not authorization:
-        return ""
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return ""
-    return value.strip()
