@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from lib.access_log import LOGGER_NAME
 from lib.app import create_app
 from lib.settings import Settings
+from tests.redis_server import RedisServer, run_redis_server
 from tests.secret_audit import AUDIT, AuditingLogHandler, audited
 
 # Obviously fake values; tests check that they never leak.
@@ -159,3 +160,30 @@ def chunk(content: str | None = None, finish_reason: str | None = None, usage: A
         "choices": choices,
         "usage": usage,
     }
+
+
+class Clock:
+    """An injected wall clock (unix seconds) the test moves by hand: windows without sleeping."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the module's tests."""
+    with run_redis_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test runs on both stores: None (in-process), or a real Redis, emptied first."""
+    if request.param == "memory":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.flush()
+    return server.url

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,8 +15,7 @@ import respx
 from fastapi.testclient import TestClient
 
 from lib.app import create_app
-from tests.conftest import AUTH, CANARY_KEY, chat_completion, chunk, make_settings, sse
-from tests.redis_server import RedisServer, run_redis_server
+from tests.conftest import AUTH, CANARY_KEY, Clock, chat_completion, chunk, make_settings, sse
 from tests.secret_audit import audited
 
 CHAT = "/v1/chat/completions"
@@ -29,35 +27,9 @@ OTHER_KEY = "pg_test_canary_key_other"
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 
 
-class Clock:
-    """An injected wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with run_redis_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store_url(request: pytest.FixtureRequest) -> str | None:
-    """Each test runs on both stores: None (in-process), or a real Redis, emptied first."""
-    if request.param == "memory":
-        return None
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.flush()
-    return server.url
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 def policy(key: str = "app", **fields: Any) -> str:

@@ -13,10 +13,10 @@ import respx
 from fastapi.testclient import TestClient
 
 from lib.app import create_app
-from tests.conftest import AUTH, chat_completion, make_settings
+from tests.conftest import AUTH, Clock, chat_completion, make_settings
 from tests.redis_server import RedisServer, run_redis_server
 from tests.secret_audit import audited
-from tests.test_access_limits import CHAT, HELLO, Clock, policy
+from tests.test_access_limits import CHAT, HELLO, T0, policy
 
 PASSWORD = "pg_test_canary_redis_password"
 # A store call may take this long (more than the default 0.25 s: a first connection on a loaded
@@ -43,7 +43,7 @@ def client_for(
             **settings,
         ),
         transport=httpx.MockTransport(upstream.async_handler),
-        clock=Clock(),
+        clock=Clock(T0),
     )
     return TestClient(audited(app), raise_server_exceptions=False)
 

@@ -18,9 +18,15 @@ import respx
 from fastapi.testclient import TestClient
 
 from lib.app import create_app
-from tests.conftest import AUTH, CANARY_KEY, CANARY_TOKEN_SECRET, chat_completion, make_settings
+from tests.conftest import (
+    AUTH,
+    CANARY_KEY,
+    CANARY_TOKEN_SECRET,
+    Clock,
+    chat_completion,
+    make_settings,
+)
 from tests.identity_provider import AUDIENCE, ProviderState, create_provider_app, new_key, sign
-from tests.redis_server import RedisServer, run_redis_server
 from tests.secret_audit import audited
 from tests.servers import serve_on_loopback
 
@@ -34,32 +40,9 @@ KEY_SHA256 = hashlib.sha256(CANARY_KEY.encode()).hexdigest()
 RSA = new_key("rsa-1")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with run_redis_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store_url(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "memory":
-        return None
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.flush()
-    return server.url
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 def policy(**fields: Any) -> str:
