@@ -41,13 +41,14 @@ key: $(STAMP)  ## Create a client key: make key NAME=mobile-app (prints it once,
 	@test -n "$(NAME)" || { echo "usage: make key NAME=mobile-app"; exit 2; }
 	@$(BIN)/python -m lib.keys new "$(NAME)"
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, and the import rules of lib/ (.importlinter, docs/architecture.md)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
-import socket
 import statistics
-import subprocess
-import time
 from collections.abc import Iterator
+
+from tests.redis_server import run_redis_server
 
 REDIS_URL_PLACEHOLDER = "{bench-redis-url}"
 # Goals (issue 12): added p50 at 1 client at most +0.3 ms; req/s at 16 clients at least 0.85x.
@@ -39,26 +38,8 @@ def needs_redis(env: dict[str, str]) -> bool:
 @contextlib.contextmanager
 def redis_on_loopback() -> Iterator[str]:
     """Run Debian's redis-server on a free port, without persistence; yield its URL."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    process = subprocess.Popen(
-        [*command, "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with run_redis_server(binary=shutil.which("redis-server") or "/usr/bin/redis-server") as server:
+        yield server.url
 
 
 def report(

@@ -18,19 +18,18 @@ from starlette.exceptions import HTTPException
 
 from lib import __version__
 from lib.access import RATE_LIMIT_HEADERS, AccessControl
-from lib.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logging
-from lib.body_limit import BodyLimitMiddleware
-from lib.disconnect import CancelOnDisconnectMiddleware
 from lib.errors import ProxyError
-from lib.pages import include_pages
-from lib.responses_routes import responses_router
-from lib.routes import Services, inference_router, public_router
+from lib.http import (
+    LOGGER_NAME,
+    BodyLimitMiddleware,
+    CancelOnDisconnectMiddleware,
+    RequestContextMiddleware,
+    configure_logging,
+)
+from lib.routes import TASK_ROUTE_PREFIX, Services, include_routes
+from lib.schemas import explain_validation_error
 from lib.settings import Settings, SettingsError, load_settings
-from lib.signpost_routes import signpost_router
-from lib.task_routes import TASK_ROUTE_PREFIX, task_router
-from lib.token_routes import token_router
 from lib.upstream import UpstreamClient
-from lib.validation_errors import explain_validation_error
 
 _DESCRIPTION = """\
 A stateless proxy to a small model on Hugging Face's inference router.
@@ -76,7 +75,7 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
         exception_handlers=_exception_handlers(),
-        docs_url=None,  # lib.pages serves /docs and /redoc from this origin
+        docs_url=None,  # lib.routes.pages serves /docs and /redoc from this origin
         redoc_url=None,
     )
     app.state.services = Services(
@@ -84,13 +83,7 @@ def create_app(
         upstream=upstream,
         access=access,
     )
-    app.include_router(inference_router)
-    app.include_router(responses_router)
-    app.include_router(public_router)
-    app.include_router(task_router)
-    app.include_router(signpost_router)
-    app.include_router(token_router)
-    include_pages(app)
+    include_routes(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -10,7 +10,7 @@ import hashlib
 import re
 import sys
 
-from lib.access.keys import new_key
+from lib.access import new_key
 
 _USAGE = "usage: python -m lib.keys new NAME   (NAME: 1-64 of A-Z a-z 0-9 . _ -)"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

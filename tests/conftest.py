@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,8 +13,8 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from lib.access_log import LOGGER_NAME
 from lib.app import create_app
+from lib.http import LOGGER_NAME
 from lib.settings import Settings
 from tests.redis_server import RedisServer, run_redis_server
 from tests.secret_audit import AUDIT, AuditingLogHandler, audited
@@ -163,13 +164,18 @@ def chunk(content: str | None = None, finish_reason: str | None = None, usage: A
 
 
 class Clock:
-    """An injected wall clock (unix seconds) the test moves by hand: windows without sleeping."""
+    """An injected wall clock (unix seconds) the test moves by hand: windows without sleeping.
 
-    def __init__(self, start: float) -> None:
+    Fixed at `start` (set `now` to move it), or, without one, the real clock plus `offset`
+    (for tests that also meet real time: servers, browsers, certificates).
+    """
+
+    def __init__(self, start: float | None = None) -> None:
         self.now = start
+        self.offset = 0.0
 
     def __call__(self) -> float:
-        return self.now
+        return (time.time() if self.now is None else self.now) + self.offset
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """A real `redis-server` on a free loopback port, started and stopped by the tests.
 
 `.ci/run` installs Debian's redis-server. Without it the Redis tests skip, saying why
-(under `CI=true`, tests/conftest.py turns the skip into a failure).
+(under `CI=true`, tests/conftest.py turns the skip into a failure). `make bench` starts its
+Redis with the same `run_redis_server`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-import pytest
 
 
 @dataclass
@@ -67,6 +66,8 @@ def redis_server_binary() -> str:
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
     )
     if binary is None:
+        import pytest  # the benchmark, which checks for redis-server itself, never gets here
+
         pytest.skip(
             "NOT TESTED: redis-server is not installed (apt-get install redis-server; .ci/run does)"
         )
@@ -74,9 +75,12 @@ def redis_server_binary() -> str:
 
 
 @contextmanager
-def run_redis_server(password: str | None = None) -> Iterator[RedisServer]:
-    """Start redis-server on a free port, with no persistence; stop it on exit."""
-    binary = redis_server_binary()
+def run_redis_server(
+    password: str | None = None, binary: str | None = None
+) -> Iterator[RedisServer]:
+    """Start redis-server (`binary`, else the one installed) on a free port, with no
+    persistence; stop it on exit."""
+    binary = binary or redis_server_binary()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

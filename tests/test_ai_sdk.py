@@ -123,11 +123,11 @@ def test_generate_and_stream_text_on_chat_completions(run: Run, provider: str) -
 
 
 def test_embed_many(run: Run) -> None:
-    from lib.standin import _vector
+    from lib.standin import text_vector
 
     got = result(run, "embedMany")
     assert got["count"] == 3 and got["dimensions"] == [384] * 3
-    assert got["first"] == pytest.approx(_vector("[embedMany] one")[:3], abs=1e-6)
+    assert got["first"] == pytest.approx(text_vector("[embedMany] one")[:3], abs=1e-6)
     sent = run.sent_for("embedMany")
     assert [r["path"] for r in sent] == [
         f"/hf-inference/models/{EMBEDDER}/pipeline/feature-extraction"

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 
 from lib.app import create_app
 from lib.standin import StandinState, create_standin_app
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
+from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, Clock, make_settings
 from tests.servers import serve_on_loopback
 from tests.test_pages_browser import CHROMIUM, CHROMIUM_ARGS, LOOPBACK_HOSTS
 
@@ -54,16 +53,6 @@ def _load_backend() -> ModuleType:
     sys.modules[spec.name] = module  # its dataclass looks itself up there
     spec.loader.exec_module(module)
     return module
-
-
-class Clock:
-    """The proxy's wall clock, which a test can move forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @dataclass

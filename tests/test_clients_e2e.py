@@ -224,23 +224,23 @@ def openai_client(live: Live, key: str = CANARY_KEY):
 
 
 def test_openai_embeddings_default_base64_decode_to_the_vectors(live: Live) -> None:
-    from lib.standin import _vector
+    from lib.standin import text_vector
 
     result = openai_client(live).embeddings.create(model=EMBEDDER, input=["alpha", "beta"])
     assert [item.index for item in result.data] == [0, 1]
     for item, text in zip(result.data, ["alpha", "beta"], strict=True):
-        assert item.embedding == pytest.approx(_vector(text), abs=1e-6)
+        assert item.embedding == pytest.approx(text_vector(text), abs=1e-6)
     assert live.standin.received[-1]["json"] == {"inputs": ["alpha", "beta"]}
     assert live.standin.received[-1]["path"].endswith(f"{EMBEDDER}/pipeline/feature-extraction")
 
 
 def test_openai_embeddings_float_format(live: Live) -> None:
-    from lib.standin import _vector
+    from lib.standin import text_vector
 
     result = openai_client(live).embeddings.create(
         model=EMBEDDER, input="gamma", encoding_format="float"
     )
-    assert result.data[0].embedding == _vector("gamma")
+    assert result.data[0].embedding == text_vector("gamma")
     assert result.model == EMBEDDER and result.usage.prompt_tokens == 1
 
 
@@ -296,12 +296,12 @@ def hf_client(live: Live, model: str | None = None, **kwargs):
 
 
 def test_huggingface_hub_feature_extraction(live: Live) -> None:
-    from lib.standin import _vector
+    from lib.standin import text_vector
 
     client = hf_client(live, f"{EMBEDDER}/pipeline/feature-extraction")
     vector = client.feature_extraction("delta")
     assert vector.shape == (384,)
-    assert vector.tolist() == pytest.approx(_vector("delta"), abs=1e-6)
+    assert vector.tolist() == pytest.approx(text_vector("delta"), abs=1e-6)
 
 
 def test_huggingface_hub_text_classification(live: Live) -> None:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from lib.app import create_app
-from lib.standin import StandinState, create_standin_app
-from lib.standin_tasks import text_vector
+from lib.standin import StandinState, create_standin_app, text_vector
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
 from tests.servers import serve_on_loopback
 

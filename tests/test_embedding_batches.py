@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lib.app import create_app
-from lib.embeddings import EMBEDDING_CONCURRENCY
+from lib.inference import EMBEDDING_CONCURRENCY
 from tests.conftest import AUTH, make_settings
 from tests.secret_audit import audited
 

@@ -10,8 +10,8 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from lib.embeddings import sentence_vectors
 from lib.errors import UpstreamError
+from lib.inference import sentence_vectors
 from tests.conftest import AUTH, CANARY_TOKEN, make_client
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -30,9 +30,9 @@ from schemathesis.config import SchemathesisConfig
 
 from lib.app import create_app
 from lib.model_ids import is_valid_model_id
+from lib.routes import TASK_ROUTE_PREFIX
 from lib.schemas import MODEL_ID_SCHEMA_PATTERN
 from lib.standin import StandinState, create_standin_app
-from lib.task_routes import TASK_ROUTE_PREFIX
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
 from tests.servers import serve_on_loopback
 

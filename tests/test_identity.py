@@ -23,6 +23,7 @@ from lib.errors import (
     TokenExpiredError,
     TokenRejectedError,
 )
+from tests.conftest import Clock
 from tests.identity_provider import (
     AUDIENCE,
     ProviderState,
@@ -36,16 +37,6 @@ from tests.servers import serve_on_loopback
 RSA_KEY = new_key("rsa-1", "RS256")
 EC_KEY = new_key("ec-1", "ES256")
 ED_KEY = new_key("ed-1", "EdDSA")
-
-
-class Clock:
-    """Wall-clock seconds plus whatever a test adds, for the key set's refetch rules."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from lib.app import create_app
-from lib.standin import StandinState, _vector, create_standin_app
+from lib.standin import StandinState, create_standin_app, text_vector
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
 from tests.servers import serve_on_loopback
 
@@ -123,9 +123,9 @@ def test_embeddings(live: Live) -> None:
         max_retries=0,
     )
     vectors = embeddings.embed_documents(["alpha", "beta"])
-    assert vectors == [pytest.approx(_vector(t), abs=1e-6) for t in ("alpha", "beta")]
+    assert vectors == [pytest.approx(text_vector(t), abs=1e-6) for t in ("alpha", "beta")]
     assert live.sent == {"inputs": ["alpha", "beta"]}
-    assert embeddings.embed_query("gamma") == pytest.approx(_vector("gamma"), abs=1e-6)
+    assert embeddings.embed_query("gamma") == pytest.approx(text_vector("gamma"), abs=1e-6)
 
 
 @pytest.mark.parametrize("use_responses_api", [False, True])

@@ -8,7 +8,7 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from lib.task_routes import HF_INFERENCE_TASKS
+from lib.routes.tasks import HF_INFERENCE_TASKS
 from tests.conftest import AUTH, make_client
 
 ALLOWED = "HuggingFaceTB/SmolLM3-3B,sentence-transformers/all-MiniLM-L6-v2,org/tuned:groq"

@@ -70,9 +70,9 @@ def _openai(live: Live) -> OpenAI:
 
 
 def _expected_vector(text: str) -> list[float]:
-    from lib.standin import _vector
+    from lib.standin import text_vector
 
-    return _vector(text)
+    return text_vector(text)
 
 
 # --- chat --------------------------------------------------------------------------------

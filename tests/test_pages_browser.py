@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from lib.app import create_app
-from lib.pages import CONTENT_SECURITY_POLICY, REDOC_CONTENT_SECURITY_POLICY
+from lib.routes.pages import CONTENT_SECURITY_POLICY, REDOC_CONTENT_SECURITY_POLICY
 from lib.standin import StandinState, create_standin_app
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
 from tests.servers import serve_on_loopback

@@ -11,7 +11,7 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from lib.responses import ResponseUsage, response_usage, stream_response
+from lib.inference import ResponseUsage, response_usage, stream_response
 from lib.upstream import UpstreamCall, UpstreamClient
 from tests.conftest import AUTH, CANARY_TOKEN, make_client, make_settings
 

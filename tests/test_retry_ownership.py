@@ -18,8 +18,8 @@ import httpx
 import pytest
 import respx
 
-from lib.access_log import LOGGER_NAME
 from lib.app import create_app
+from lib.http import LOGGER_NAME
 from lib.standin import Fault, StandinState, create_standin_app
 from tests.conftest import AUTH, CANARY_KEY, CANARY_TOKEN, LogCollector, make_client, make_settings
 from tests.servers import serve_on_loopback

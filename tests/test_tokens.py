@@ -17,21 +17,12 @@ from lib.access.bearer import MAX_TOKEN_CHARS, looks_like_jwt, read_unverified
 from lib.access.token_scope import ParentKey, TokenAsk, grant_token
 from lib.access.tokens import CLAIMS, ProxyTokens
 from lib.errors import TokenExpiredError, TokenRejectedError
+from tests.conftest import Clock
 
 SECRET = "pg_test_canary_token_secret_0123456789abcdef"
 PREVIOUS = "pg_test_canary_token_secret_previous_fedcba98"
 NOW = 1_900_000_000.0
 MODEL = "HuggingFaceTB/SmolLM3-3B"
-
-
-class Clock:
-    """Unix seconds that a test moves by hand."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _b64(data: bytes) -> str:
@@ -68,7 +59,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from lib.access.bearer import bearer_value, looks_like_jwt
 from lib.access.caller import Caller
-from lib.access.keys import KeyRing
+from lib.access.keys import KeyRing, new_key
 from lib.access.limits import RATE_LIMIT_HEADERS, AccessRecord, Limiter, Remaining
 from lib.access.policy import Policy, load_policies
 from lib.access.token_scope import TokenAsk, TokenGrant
@@ -34,6 +34,7 @@ __all__ = [
     "Remaining",
     "TokenAsk",
     "TokenGrant",
+    "new_key",
 ]
 
 

@@ -1,0 +1,36 @@
+"""`POST /v1/embeddings`: OpenAI's embeddings, from the router's feature extraction or an
+OpenAI-compatible server's own route."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from lib import inference
+from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
+from lib.schemas import EmbeddingRequest, EmbeddingResponse
+from lib.upstream import json_response
+
+embeddings_router = gated_router()
+
+
+@embeddings_router.post(
+    "/v1/embeddings",
+    tags=["OpenAI-compatible"],
+    summary="Create embeddings",
+    response_model=EmbeddingResponse,
+)
+async def create_embeddings(
+    body: EmbeddingRequest, request: Request, caller: CallerDep
+) -> Response:
+    """Embed one text or a list of texts with a feature-extraction model (counted as a request;
+    the upstream reports no tokens)."""
+    settings, upstream = services(request).settings, services(request).upstream
+    model = inference.resolve_embedding_model(body.model, settings)
+    call = await start_upstream_call(request, caller, model)
+    if settings.upstream_api == "openai":
+        embed = inference.relay_openai_embeddings
+    else:
+        embed = inference.create_embeddings
+    result = await embed(upstream, body, call, settings.embedding_batch_size)
+    return json_response(result.model_dump_json().encode())

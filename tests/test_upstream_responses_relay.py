@@ -1,0 +1,78 @@
+"""The Responses relay closes its upstream however it ends, and redacts what it passes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from lib.upstream import EventStreamResponse, relay_response_events
+from tests.conftest import CANARY_TOKEN
+from tests.test_upstream_chat_relay import FakeStream, _never_reading_send, _no_disconnect
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def named(kind: str, sequence: int, **fields: object) -> bytes:
+    data = json.dumps({"type": kind, "sequence_number": sequence, **fields})
+    return f"event: {kind}\ndata: {data}".encode()
+
+
+EVENTS = [
+    named("response.created", 0, response={}),
+    named("response.output_text.delta", 1, delta="Hi"),
+    named("response.completed", 2, response={"usage": {"total_tokens": 3}}),
+]
+
+
+async def test_relay_closes_the_upstream_when_the_caller_goes_after_the_first_piece() -> None:
+    stream = FakeStream(EVENTS)
+    events = relay_response_events(stream)
+    await anext(events)
+    await events.aclose()  # what the server does when the caller hangs up
+    assert stream.closed == 1
+
+
+@pytest.mark.parametrize(
+    "script",
+    [EVENTS, EVENTS[:2], [named("error", 0, message="boom")], [b"data: {broken"]],
+    ids=["complete", "cut", "error event", "not JSON"],
+)
+async def test_relay_closes_the_upstream_when_it_ends_or_breaks(script: list[bytes]) -> None:
+    stream = FakeStream(script)
+    finished: list[dict | None] = []
+
+    async def on_finished(response: dict | None) -> None:
+        finished.append(response)
+
+    pieces = [piece async for piece in relay_response_events(stream, on_finished)]
+    assert stream.closed == 1
+    complete = script is EVENTS
+    assert pieces[-1].startswith(b"event: error\n") != complete
+    assert finished == ([{"usage": {"total_tokens": 3}}] if complete else [None])
+
+
+async def test_error_event_text_is_redacted_before_it_is_cut() -> None:
+    message = "x" * 280 + f" token {CANARY_TOKEN} refused"
+    stream = FakeStream([EVENTS[0], named("error", 1, error={"message": message})])
+    pieces = b"".join([piece async for piece in relay_response_events(stream)])
+    last = json.loads(pieces.rstrip().rsplit(b"\n\n", 1)[-1].split(b"data: ", 1)[1])
+    assert last["message"].startswith("The upstream failed mid-stream: xxx")
+    for start in range(len(CANARY_TOKEN) - 11):
+        assert CANARY_TOKEN[start : start + 12] not in last["message"]
+
+
+async def test_a_send_that_does_not_finish_ends_the_response_and_closes_the_upstream() -> None:
+    stream = FakeStream(EVENTS, idle_s=0.3)
+    response = EventStreamResponse(relay_response_events(stream), stream)
+    scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "state": {}}
+    async with asyncio.timeout(10):  # far beyond the bound: a hang fails here
+        await response(scope, _no_disconnect, _never_reading_send)
+    assert stream.closed == 1
+    assert scope["state"]["caller_stalled"] is True
