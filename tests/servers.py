@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -59,3 +60,17 @@ def serve_on_loopback(
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def serve_proxy_and_standin(state: Any, **overrides: Any) -> Iterator[str]:
+    """The stand-in upstream (holding `state`) and the proxy in front of it, both on loopback,
+    under the test settings with `overrides`; yield the proxy's base URL."""
+    from lib.app import create_app
+    from lib.standin import create_standin_app
+    from tests.conftest import make_settings
+
+    with serve_on_loopback(create_standin_app(state), log_level="critical") as standin_url:
+        app = create_app(make_settings(hf_base_url=standin_url, **overrides))
+        with serve_on_loopback(app) as url:
+            yield url

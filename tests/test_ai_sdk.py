@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from lib.app import create_app
-from lib.standin import StandinState, create_standin_app
+from lib.standin import StandinState
 from tests.ai_sdk import PACKAGE_DIR, run_node_script
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
-from tests.servers import serve_on_loopback
+from tests.conftest import CANARY_KEY, CANARY_TOKEN
+from tests.servers import serve_proxy_and_standin
 
 MODEL = "HuggingFaceTB/SmolLM3-3B"
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -41,21 +40,19 @@ class Run:
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
     state = StandinState(token=CANARY_TOKEN)
-    with serve_on_loopback(create_standin_app(state), log_level="critical") as standin_url:
-        settings = make_settings(hf_base_url=standin_url, allowed_models=f"{MODEL},{EMBEDDER}")
-        with serve_on_loopback(create_app(settings)) as url:
-            done = run_node_script(
-                (PACKAGE_DIR / "ai_sdk_check.mjs").read_text(),
-                "ai_sdk_check.mjs",
-                {
-                    "PROMPTGATE_URL": url,
-                    "PROMPTGATE_KEY": CANARY_KEY,
-                    "PROMPTGATE_BAD_KEY": "pg_test_canary_wrong_key",
-                    "CHAT_MODEL": MODEL,
-                    "EMBEDDING_MODEL": EMBEDDER,
-                    "DENIED_MODEL": DENIED,
-                },
-            )
+    with serve_proxy_and_standin(state, allowed_models=f"{MODEL},{EMBEDDER}") as url:
+        done = run_node_script(
+            (PACKAGE_DIR / "ai_sdk_check.mjs").read_text(),
+            "ai_sdk_check.mjs",
+            {
+                "PROMPTGATE_URL": url,
+                "PROMPTGATE_KEY": CANARY_KEY,
+                "PROMPTGATE_BAD_KEY": "pg_test_canary_wrong_key",
+                "CHAT_MODEL": MODEL,
+                "EMBEDDING_MODEL": EMBEDDER,
+                "DENIED_MODEL": DENIED,
+            },
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     yield Run(json.loads(done.stdout), list(state.received))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,21 +27,12 @@ from lib.app import create_app
 from lib.standin import StandinState, create_standin_app
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, Clock, make_settings
 from tests.servers import serve_on_loopback
-from tests.test_pages_browser import CHROMIUM, CHROMIUM_ARGS, LOOPBACK_HOSTS
+from tests.test_pages_browser import LOOPBACK_HOSTS, launched_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWER = "Hello from the stand-in upstream! You said: Say hello."  # the page's prompt
 SECRET = CANARY_TOKEN_SECRET
 USER_RPM = 2
-
-
-def _require_chromium() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    reason = f"BROWSER APP TESTS NOT RUN: {CHROMIUM} is missing (apt-get install -y chromium)."
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 def _load_backend() -> ModuleType:
@@ -103,13 +93,7 @@ def deployment() -> Iterator[Deployment]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    yield from launched_chromium()
 
 
 @pytest.fixture

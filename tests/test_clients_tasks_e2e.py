@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from lib.app import create_app
-from lib.standin import StandinState, create_standin_app, text_vector
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
-from tests.servers import serve_on_loopback
+from lib.standin import StandinState, text_vector
+from tests.conftest import CANARY_KEY, CANARY_TOKEN
+from tests.servers import serve_proxy_and_standin
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM3-3B"
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -46,10 +45,8 @@ class Live:
 def live() -> Iterator[Live]:
     state = StandinState(token=CANARY_TOKEN)
     allowed = ",".join([CHAT_MODEL, EMBEDDER, *MODELS.values()])
-    with serve_on_loopback(create_standin_app(state)) as standin_url:
-        app = create_app(make_settings(hf_base_url=standin_url, allowed_models=allowed))
-        with serve_on_loopback(app) as url:
-            yield Live(url, state)
+    with serve_proxy_and_standin(state, allowed_models=allowed) as url:
+        yield Live(url, state)
 
 
 def hf(live: Live, path: str):

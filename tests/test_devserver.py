@@ -93,15 +93,15 @@ def test_dev_server_banner_says_standin_and_key(dev_server: DevServer) -> None:
     assert "stand-in upstream" in stderr and DEV_CLIENT_KEY in stderr
 
 
-def _readme_block(language: str, heading: str) -> list[str]:
+def readme_blocks(language: str, heading: str) -> list[str]:
     """The code blocks in `language` of the README section under `heading`."""
     text = (ROOT / "README.md").read_text()
     section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
 
 
-def _curl_commands() -> list[str]:
-    block = _readme_block("sh", "## Calling it")[0]
+def curl_commands(block: str) -> list[str]:
+    """The curl commands of a shell block, each with its continuation lines."""
     commands, current = [], ""
     for line in block.splitlines():
         if line.startswith("#") or not line.strip():
@@ -114,7 +114,7 @@ def _curl_commands() -> list[str]:
 
 
 def test_readme_curl_examples_work_as_written(dev_server: DevServer) -> None:
-    commands = _curl_commands()
+    commands = curl_commands(readme_blocks("sh", "## Calling it")[0])
     assert len(commands) == 6
     for command in commands:
         command = command.replace(README_URL, dev_server.url)
@@ -138,7 +138,7 @@ _PYTHON_OUTPUTS = [
 
 
 def test_readme_python_examples_work_as_written(dev_server: DevServer) -> None:
-    snippets = _readme_block("python", "## Calling it")
+    snippets = readme_blocks("python", "## Calling it")
     assert len(snippets) == len(_PYTHON_OUTPUTS)
     for snippet, expected in zip(snippets, _PYTHON_OUTPUTS, strict=True):
         code = snippet.replace(README_URL, dev_server.url)

@@ -393,14 +393,20 @@ def test_keyless_caller_gets_401_not_422_for_a_bad_body(hostile: Hostile) -> Non
         assert response.status_code == 401
 
 
+def json_post_head(path: str, length: int, *, key: str | None = CANARY_KEY) -> bytes:
+    """The head of a raw JSON POST declaring `length` body bytes, with `key` if given."""
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
 def test_keyless_caller_declaring_a_large_body_is_refused_without_sending_it(
     hostile: Hostile,
 ) -> None:
     for path in ("/v1/chat/completions", f"/models/{CLASSIFIER}", "/v1/embeddings"):
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            "Content-Length: 1000000\r\n\r\n"
-        ).encode()
+        head = json_post_head(path, 1_000_000, key=None)
         started = time.monotonic()
         raw = raw_exchange(hostile.port, head, b"{")
         assert status_of(raw) == 401
@@ -408,10 +414,7 @@ def test_keyless_caller_declaring_a_large_body_is_refused_without_sending_it(
 
 
 def test_body_that_does_not_arrive_in_time_is_408_and_closed(hostile: Hostile) -> None:
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CANARY_KEY}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
-    ).encode()
+    head = json_post_head("/v1/chat/completions", 5000)
     started = time.monotonic()
     raw = raw_exchange(hostile.port, head, b'{"messages":')
     took = time.monotonic() - started
@@ -421,10 +424,7 @@ def test_body_that_does_not_arrive_in_time_is_408_and_closed(hostile: Hostile) -
 
 
 def test_oversized_declared_body_is_413_before_any_byte_is_sent(hostile: Hostile) -> None:
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CANARY_KEY}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n"
-    ).encode()
+    head = json_post_head("/v1/chat/completions", 999_999_999)
     started = time.monotonic()
     raw = raw_exchange(hostile.port, head)
     assert status_of(raw) == 413
@@ -445,12 +445,7 @@ def test_caller_who_stops_reading_cannot_hold_the_upstream_past_the_bounds(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", hostile.port))
             body = b'{"messages":[{"role":"user","content":"x"}],"stream":true}'
-            sock.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                + f"Authorization: Bearer {CANARY_KEY}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
+            sock.sendall(json_post_head("/v1/chat/completions", len(body)) + body)
             stalled.append(sock)  # and never read from
         started = time.monotonic()
         while time.monotonic() - started < 0.5:

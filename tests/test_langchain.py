@@ -9,10 +9,9 @@ from dataclasses import dataclass
 import pytest
 from pydantic import BaseModel
 
-from lib.app import create_app
-from lib.standin import StandinState, create_standin_app, text_vector
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
-from tests.servers import serve_on_loopback
+from lib.standin import StandinState, text_vector
+from tests.conftest import CANARY_KEY, CANARY_TOKEN
+from tests.servers import serve_proxy_and_standin
 
 MODEL = "HuggingFaceTB/SmolLM3-3B"
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -41,10 +40,8 @@ class Live:
 @pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
     state = StandinState(token=CANARY_TOKEN)
-    with serve_on_loopback(create_standin_app(state), log_level="critical") as standin_url:
-        settings = make_settings(hf_base_url=standin_url, allowed_models=f"{MODEL},{EMBEDDER}")
-        with serve_on_loopback(create_app(settings)) as url:
-            yield Live(url, state)
+    with serve_proxy_and_standin(state, allowed_models=f"{MODEL},{EMBEDDER}") as url:
+        yield Live(url, state)
 
 
 def get_weather(city: str) -> str:

@@ -78,8 +78,9 @@ def live() -> Iterator[Live]:
             yield Live(url=url, standin=state)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def launched_chromium() -> Iterator[Any]:
+    """Chromium under Playwright, headless and kept off the network; skips (fails under CI)
+    when it is not installed."""
     _require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -87,6 +88,11 @@ def browser() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from launched_chromium()
 
 
 @dataclass

@@ -6,7 +6,6 @@ the dev venv's Python, the AI SDK snippet with Node beside the pinned packages (
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,29 +13,16 @@ from pathlib import Path
 import pytest
 
 from tests.ai_sdk import run_node_script
-from tests.test_devserver import README_URL, DevServer, dev_server  # noqa: F401 (a fixture)
+from tests.test_devserver import (  # noqa: F401 (dev_server: a fixture)
+    README_URL,
+    DevServer,
+    curl_commands,
+    dev_server,
+    readme_blocks,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = "Hello from the stand-in upstream! You said: Hello!"
-
-
-def readme_blocks(language: str, heading: str) -> list[str]:
-    """The code blocks in `language` of the README section under `heading`."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
-
-
-def curl_commands(block: str) -> list[str]:
-    commands, current = [], ""
-    for line in block.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        current += line + "\n"
-        if not line.endswith("\\") and current.count("'") % 2 == 0:
-            commands.append(current)
-            current = ""
-    return commands
 
 
 def run_python(snippet: str, dev: DevServer) -> str:

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from lib.app import create_app
-from lib.standin import Fault, StandinState, create_standin_app
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings
-from tests.servers import serve_on_loopback
+from lib.standin import Fault, StandinState
+from tests.conftest import CANARY_KEY, CANARY_TOKEN
+from tests.servers import serve_proxy_and_standin
 
 MODEL = "HuggingFaceTB/SmolLM3-3B"
 IDLE_S = 1.0
@@ -38,15 +37,10 @@ class Live:
 @pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
     state = StandinState(token=CANARY_TOKEN)
-    with serve_on_loopback(create_standin_app(state), log_level="critical") as standin_url:
-        settings = make_settings(
-            hf_base_url=standin_url,
-            allowed_models=MODEL,
-            request_timeout_s=DEADLINE_S,
-            stream_idle_timeout_s=IDLE_S,
-        )
-        with serve_on_loopback(create_app(settings)) as url:
-            yield Live(url, state)
+    with serve_proxy_and_standin(
+        state, allowed_models=MODEL, request_timeout_s=DEADLINE_S, stream_idle_timeout_s=IDLE_S
+    ) as url:
+        yield Live(url, state)
 
 
 def test_openai_responses_create(live: Live) -> None:

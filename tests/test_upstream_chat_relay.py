@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -121,9 +122,15 @@ async def test_a_send_that_does_not_finish_ends_the_response_and_closes_the_upst
     deadline_in_s: float, idle_s: float
 ) -> None:
     stream = FakeStream(CHUNKS, deadline_in_s=deadline_in_s, idle_s=idle_s)
-    response = EventStreamResponse(chat(stream), stream)
+    await relay_to_a_caller_who_stops_reading(chat(stream), stream)
+
+
+async def relay_to_a_caller_who_stops_reading(events: Any, stream: FakeStream) -> None:
+    """Relay `events` to a caller who never reads: the response must end within its bounds,
+    close the upstream once, and mark the caller as stalled for the log line."""
+    response = EventStreamResponse(events, stream)
     scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "state": {}}
-    async with asyncio.timeout(10):  # far beyond both bounds: a hang fails here
+    async with asyncio.timeout(10):  # far beyond every bound: a hang fails here
         await response(scope, _no_disconnect, _never_reading_send)
     assert stream.closed == 1
     assert scope["state"]["caller_stalled"] is True
