@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import httpx
@@ -25,6 +26,14 @@ UNTIL_MIDNIGHT = 16 * 3600
 KEY_SHA256 = hashlib.sha256(CANARY_KEY.encode()).hexdigest()
 OTHER_KEY = "pg_test_canary_key_other"
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
+
+
+def reserve_for(body: dict[str, Any], cap: int = 0) -> int:
+    """What admission holds for `body` sent as httpx sends JSON: its bytes / 4, plus the cap."""
+    return math.ceil(len(json.dumps(body, separators=(",", ":")).encode()) / 4) + cap
+
+
+HELLO_RESERVE = reserve_for(HELLO)  # 13
 
 
 @pytest.fixture
@@ -82,21 +91,25 @@ def test_requests_over_rpm_get_429_with_retry_after_and_openai_headers(
         assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
 
 
-def test_day_budget_runs_out_at_the_request_that_spends_it_and_says_do_not_retry(
+def test_day_budget_refuses_the_request_it_cannot_fit_and_says_do_not_retry(
     upstream: respx.Router, clock: Clock, store_url: str | None
 ) -> None:
     upstream.post(CHAT).respond(200, json=chat_completion())  # 5 tokens each
-    with limited_client(upstream, clock, store_url, policy(daily_tokens=12)) as client:
+    daily = 10 + HELLO_RESERVE
+    with limited_client(upstream, clock, store_url, policy(daily_tokens=daily)) as client:
         statuses = [client.post(CHAT, json=HELLO, headers=AUTH).status_code for _ in range(3)]
         assert statuses == [200, 200, 200]  # 0, 5 and 10 tokens spent before each
-        refused = client.post(CHAT, json=HELLO, headers=AUTH)
+        refused = client.post(CHAT, json=HELLO, headers=AUTH)  # 15 spent: its reserve won't fit
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "insufficient_quota"
-        assert "12 tokens for today" in refused.json()["error"]["message"]
+        message = refused.json()["error"]["message"]
+        assert f"cannot fit this request in its {daily} tokens for today" in message
+        assert f"may use up to {HELLO_RESERVE} tokens" in message
+        assert f"{daily - 15} are left" in message
         assert refused.headers["x-should-retry"] == "false"
         assert refused.headers["retry-after"] == str(UNTIL_MIDNIGHT)
-        assert refused.headers["x-ratelimit-limit-tokens"] == "12"
-        assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+        assert refused.headers["x-ratelimit-limit-tokens"] == str(daily)
+        assert refused.headers["x-ratelimit-remaining-tokens"] == str(daily - 15)
         assert refused.headers["x-ratelimit-reset-tokens"] == "16h0m0s"
         clock.now += UNTIL_MIDNIGHT
         assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
@@ -106,14 +119,16 @@ def test_tokens_per_minute_refuse_until_the_next_minute(
     upstream: respx.Router, clock: Clock, store_url: str | None
 ) -> None:
     upstream.post(CHAT).respond(200, json=chat_completion())
-    with limited_client(upstream, clock, store_url, policy(tpm=10)) as client:
+    tpm = 5 + HELLO_RESERVE
+    with limited_client(upstream, clock, store_url, policy(tpm=tpm)) as client:
         first = client.post(CHAT, json=HELLO, headers=AUTH)
-        assert first.headers["x-ratelimit-remaining-tokens"] == "10"
-        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
-        refused = client.post(CHAT, json=HELLO, headers=AUTH)
+        # The remaining tokens are what is left once this request's reserve is held.
+        assert first.headers["x-ratelimit-remaining-tokens"] == str(tpm - HELLO_RESERVE)
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200  # 5 spent
+        refused = client.post(CHAT, json=HELLO, headers=AUTH)  # 10 spent
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
-        assert "10 tokens per minute" in refused.json()["error"]["message"]
+        assert f"{tpm} tokens per minute" in refused.json()["error"]["message"]
         clock.now += 60
         assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
 
@@ -128,7 +143,7 @@ def test_global_daily_tokens_cap_every_key_together(
         store_url,
         policy(),
         proxy_api_keys=f"{CANARY_KEY},{OTHER_KEY}",
-        global_daily_tokens=10,
+        global_daily_tokens=9 + HELLO_RESERVE,  # two fit, not a third
     ) as client:
         assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
         assert client.post(CHAT, json=HELLO, headers=OTHER).status_code == 200
@@ -136,7 +151,7 @@ def test_global_daily_tokens_cap_every_key_together(
             refused = client.post(CHAT, json=HELLO, headers=headers)
             assert refused.status_code == 429
             assert refused.json()["error"]["code"] == "insufficient_quota"
-            assert "This deployment has used its daily token budget" in refused.text
+            assert "This deployment's daily token budget cannot fit this request" in refused.text
             assert refused.headers["x-should-retry"] == "false"
 
 
@@ -184,7 +199,7 @@ def test_stream_hides_the_usage_chunk_unless_asked_and_counts_its_tokens(
     route = upstream.post(CHAT).respond(
         200, content=body, headers={"content-type": "text/event-stream"}
     )
-    with limited_client(upstream, clock, store_url, policy(tpm=100, rpm=10)) as client:
+    with limited_client(upstream, clock, store_url, policy(tpm=200, rpm=10)) as client:
         hidden = client.post(CHAT, json={**HELLO, "stream": True}, headers=AUTH)
         assert hidden.status_code == 200
         assert hidden.headers["x-ratelimit-limit-requests"] == "10"
@@ -198,7 +213,7 @@ def test_stream_hides_the_usage_chunk_unless_asked_and_counts_its_tokens(
         assert '"prompt_tokens": 7' in shown.text and shown.text.count("data: ") == 4
 
         remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
-        assert remaining["tokens_this_minute"] == 100 - 2 * 11
+        assert remaining["tokens_this_minute"] == 200 - 2 * 11
 
 
 def test_stream_without_usage_is_counted_from_its_text(
@@ -246,11 +261,14 @@ def test_api_limits_reports_the_callers_key_policy_and_what_remains(
                 "minute_resets_in_s": 30,
                 "day_resets_in_s": UNTIL_MIDNIGHT - 30,
             },
+            "key_policy": None,
+            "key_remaining": None,
+            "nearest_limit": "key",
             "limits_store": "redis" if store_url else "memory",
         }
 
 
-def test_embeddings_and_task_routes_count_requests_only(
+def test_embeddings_and_task_routes_are_charged_an_estimate_of_their_text(
     upstream: respx.Router, clock: Clock, store_url: str | None
 ) -> None:
     model = "sentence-transformers/all-MiniLM-L6-v2"
@@ -258,18 +276,19 @@ def test_embeddings_and_task_routes_count_requests_only(
         200, json=[[0.1, 0.2]]
     )
     upstream.post(f"/hf-inference/models/{model}").respond(200, json=[0.5])
-    with limited_client(upstream, clock, store_url, policy(rpm=2, tpm=1)) as client:
-        embedded = client.post("/v1/embeddings", json={"input": "one two three"}, headers=AUTH)
+    with limited_client(upstream, clock, store_url, policy(rpm=2, tpm=100)) as client:
+        text = "one two three four"  # 18 characters: 5 tokens
+        embedded = client.post("/v1/embeddings", json={"input": text}, headers=AUTH)
         assert embedded.status_code == 200
         assert embedded.headers["x-ratelimit-remaining-requests"] == "1"
-        task = client.post(f"/models/{model}", json={"inputs": "x"}, headers=AUTH)
-        assert task.status_code == 200
+        task = client.post(f"/models/{model}", json={"inputs": "x" * 8}, headers=AUTH)
+        assert task.status_code == 200  # 8 characters: 2 tokens
         refused = client.post(f"/models/{model}", json={"inputs": "x"}, headers=AUTH)
         assert refused.status_code == 429
         assert refused.json()["error_type"] == "overloaded"  # huggingface_hub's shape
         assert "requests per minute" in refused.headers["x-error-message"]
         remaining = client.get("/api/limits", headers=AUTH).json()["remaining"]
-        assert remaining["tokens_this_minute"] == 1
+        assert remaining["tokens_this_minute"] == 100 - 5 - 2
 
 
 def test_log_line_names_the_key_its_tokens_and_the_limit_that_refused(

@@ -287,29 +287,30 @@ def test_a_broken_stream_ends_with_the_responses_error_event(
     assert not any("response.completed" in block for block in blocks)
 
 
-def test_stream_hands_the_terminal_response_and_its_usage_to_the_caller_of_the_operation(
+def test_stream_charges_the_terminal_responses_usage_to_the_caller(
     upstream: respx.Router,
 ) -> None:
     upstream.post("/v1/responses").respond(
         text=full_stream(), headers={"content-type": "text/event-stream"}
     )
-    finished: list[dict | None] = []
+    charged: list[Any] = []
 
-    async def on_finished(response: dict | None) -> None:
-        finished.append(response)
+    class Meter:
+        async def charge(self, usage: Any, *, payload: Any = None, answer_chars: int = 0) -> None:
+            charged.append((usage, answer_chars))
 
     async def run() -> bytes:
         client = UpstreamClient(make_settings(), httpx.MockTransport(upstream.async_handler))
         call = UpstreamCall(request_id="r1", model=MODEL)
-        relay = await stream_response(
-            client, {"model": MODEL, "input": "x", "stream": True}, call, on_finished
-        )
+        payload = {"model": MODEL, "input": "x", "stream": True}
+        relay = await stream_response(client, payload, call, Meter())  # type: ignore[arg-type]
         relayed = b"".join([piece async for piece in relay.body_iterator])
         await client.aclose()
         return relayed
 
     assert asyncio.run(run()).decode() == full_stream()
-    assert [response_usage(response) for response in finished] == [ResponseUsage(4, 2, 6)]
+    usage, _ = charged[0]
+    assert response_usage({"usage": usage}) == ResponseUsage(4, 2, 6)
 
 
 @pytest.mark.parametrize(

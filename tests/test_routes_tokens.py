@@ -275,7 +275,8 @@ def test_a_users_daily_tokens_run_out_without_stopping_other_users(
 ) -> None:
     upstream.post(CHAT).respond(200, json=chat_completion())  # 5 tokens each
     with app_client(upstream, clock, redis_url=store_url, global_daily_tokens=1000) as client:
-        alice = bearer(mint(client, user="alice", daily_tokens=8)["token"])
+        # Two requests' reserve fits (49 bytes / 4 = 13 tokens, 5 spent each), not a third's.
+        alice = bearer(mint(client, user="alice", daily_tokens=18)["token"])
         bob = bearer(mint(client, user="bob")["token"])
         assert client.post(CHAT, json=HELLO, headers=alice).status_code == 200
         assert client.post(CHAT, json=HELLO, headers=alice).status_code == 200
@@ -283,7 +284,8 @@ def test_a_users_daily_tokens_run_out_without_stopping_other_users(
         assert spent.status_code == 429
         assert error_of(spent)["code"] == "insufficient_quota"
         assert spent.headers["x-should-retry"] == "false"
-        assert "User 'alice' has used its 8 tokens for today" in error_of(spent)["message"]
+        message = error_of(spent)["message"]
+        assert "User 'alice' cannot fit this request in its 18 tokens for today" in message
         assert client.post(CHAT, json=HELLO, headers=bob).status_code == 200
         limits = client.get("/api/limits", headers=AUTH).json()
         # The deployment's day counted each request once, not once per user and once per key.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,6 +24,26 @@ def named(kind: str, sequence: int, **fields: object) -> bytes:
     return f"event: {kind}\ndata: {data}".encode()
 
 
+PAYLOAD = {"model": "m", "input": "x" * 40}
+
+
+class RecordingMeter:
+    """A `Meter` that keeps what it was asked to charge."""
+
+    def __init__(self) -> None:
+        self.charges: list[tuple[object, int]] = []
+
+    async def charge(
+        self, usage: object, *, payload: dict | None = None, answer_chars: int = 0
+    ) -> None:
+        assert payload is PAYLOAD
+        self.charges.append((usage, answer_chars))
+
+
+def relay(stream: FakeStream, meter: RecordingMeter | None = None) -> AsyncIterator[bytes]:
+    return relay_response_events(stream, meter or RecordingMeter(), PAYLOAD)
+
+
 EVENTS = [
     named("response.created", 0, response={}),
     named("response.output_text.delta", 1, delta="Hi"),
@@ -30,12 +51,17 @@ EVENTS = [
 ]
 
 
-async def test_relay_closes_the_upstream_when_the_caller_goes_after_the_first_piece() -> None:
+async def test_a_caller_who_goes_mid_stream_closes_the_upstream_and_is_charged_the_text_sent() -> (
+    None
+):
     stream = FakeStream(EVENTS)
-    events = relay_response_events(stream)
+    meter = RecordingMeter()
+    events = relay(stream, meter)
     await anext(events)
+    await anext(events)  # the delta: "Hi"
     await events.aclose()  # what the server does when the caller hangs up
     assert stream.closed == 1
+    assert meter.charges == [(None, 2)]
 
 
 @pytest.mark.parametrize(
@@ -45,22 +71,21 @@ async def test_relay_closes_the_upstream_when_the_caller_goes_after_the_first_pi
 )
 async def test_relay_closes_the_upstream_when_it_ends_or_breaks(script: list[bytes]) -> None:
     stream = FakeStream(script)
-    finished: list[dict | None] = []
-
-    async def on_finished(response: dict | None) -> None:
-        finished.append(response)
-
-    pieces = [piece async for piece in relay_response_events(stream, on_finished)]
+    meter = RecordingMeter()
+    pieces = [piece async for piece in relay(stream, meter)]
     assert stream.closed == 1
     complete = script is EVENTS
     assert pieces[-1].startswith(b"event: error\n") != complete
-    assert finished == ([{"usage": {"total_tokens": 3}}] if complete else [None])
+    # Charged however it ends: the terminal usage, or the text of the deltas relayed.
+    usage = {"total_tokens": 3} if complete else None
+    relayed = 2 if len(script) > 1 else 0
+    assert meter.charges[0] == (usage, relayed)
 
 
 async def test_error_event_text_is_redacted_before_it_is_cut() -> None:
     message = "x" * 280 + f" token {CANARY_TOKEN} refused"
     stream = FakeStream([EVENTS[0], named("error", 1, error={"message": message})])
-    pieces = b"".join([piece async for piece in relay_response_events(stream)])
+    pieces = b"".join([piece async for piece in relay(stream)])
     last = json.loads(pieces.rstrip().rsplit(b"\n\n", 1)[-1].split(b"data: ", 1)[1])
     assert last["message"].startswith("The upstream failed mid-stream: xxx")
     for start in range(len(CANARY_TOKEN) - 11):
@@ -69,4 +94,4 @@ async def test_error_event_text_is_redacted_before_it_is_cut() -> None:
 
 async def test_a_send_that_does_not_finish_ends_the_response_and_closes_the_upstream() -> None:
     stream = FakeStream(EVENTS, idle_s=0.3)
-    await relay_to_a_caller_who_stops_reading(relay_response_events(stream), stream)
+    await relay_to_a_caller_who_stops_reading(relay(stream), stream)

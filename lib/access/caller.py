@@ -9,9 +9,10 @@ from typing import Any
 
 import anyio
 
-from lib.access.limits import AccessRecord, Limiter
+from lib.access.completion_limits import check_completion_fields
+from lib.access.limits import AccessRecord, Limiter, Reservation
 from lib.access.policy import NamedKey, Policy
-from lib.errors import ClientRequestError, ModelNotAllowedError
+from lib.errors import ModelNotAllowedError
 from lib.model_ids import is_model_allowed
 
 # Without a usage report, a text's tokens are estimated at four characters each.
@@ -35,6 +36,7 @@ class Caller:
     user: NamedKey | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     _charged: bool = False
+    _reservation: Reservation | None = None
 
     @property
     def name(self) -> str:
@@ -66,43 +68,41 @@ class Caller:
     def _user_models(self) -> tuple[str, ...] | None:
         return self.user.policy.models if self.user is not None else None
 
-    def cap_completion_tokens(self, payload: dict[str, Any], field: str = "max_tokens") -> None:
-        """Apply the key's `max_tokens` (and a token user's, the smaller) to a payload: send it
-        as `field` when the caller set no limit, refuse (400) a request that asks for more."""
+    @property
+    def completion_cap(self) -> int | None:
+        """The most completion tokens one request may ask for: the key's `max_tokens`, or a
+        token user's when smaller; None for no cap."""
         caps = [self.policy.max_tokens, self.user.policy.max_tokens if self.user else None]
-        cap = min((c for c in caps if c is not None), default=None)
-        if cap is None:
-            return
-        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-            asked = payload.get(name)
-            if asked is None:
-                continue
-            if isinstance(asked, int) and not isinstance(asked, bool) and asked > cap:
-                raise ClientRequestError(
-                    f"'{name}' is {asked}, above this key's cap of {cap} tokens; "
-                    f"ask for {cap} or fewer.",
-                    param=name,
-                    code="max_tokens_above_cap",
-                )
-            return
-        payload[field] = cap
+        return min((c for c in caps if c is not None), default=None)
 
-    async def admit(self) -> None:
-        """Count this request against the user's limits, then the key's, or raise the
-        refusal (429, 503). The user's headers win: theirs are the limits a token's holder
-        meets first."""
-        headers: dict[str, str] = {}
-        if self.user is not None and self.limiter.applies_to(self.user):
-            headers = await self.limiter.admit(self.user, self.record)
-        if self.limiter.applies_to(self.key):
-            self.response_headers.update(await self.limiter.admit(self.key, self.record))
+    def cap_completion_tokens(
+        self, payload: dict[str, Any], *, send_as: str | None = "max_tokens"
+    ) -> None:
+        """Check every completion length field in `payload` and hold it to the cap.
+
+        Each length field (`max_tokens`, `max_completion_tokens`, `max_output_tokens`,
+        `max_new_tokens`) must be a positive integer (422 naming it); with a cap, each times
+        `n` (the choices asked for) must be within it (400 `max_tokens_above_cap`), and when
+        none is set, `send_as` is sent with the cap shared among the `n` choices.
+        """
+        check_completion_fields(payload, self.completion_cap, send_as=send_as)
+
+    async def admit(self, body_bytes: int) -> None:
+        """Count this request on the user's limits and the key's, holding its worst case in
+        tokens (`body_bytes` / 4 for the prompt, plus the completion cap), in one atomic step;
+        or raise the refusal (429, 503). The user's headers win: theirs are the limits a
+        token's holder meets first."""
+        reserve = _estimate(body_bytes) + (self.completion_cap or 0)
+        holders = [h for h in (self.user, self.key) if h is not None]
+        headers, self._reservation = await self.limiter.admit(holders, reserve, self.record)
         self.response_headers.update(headers)
 
     async def charge(
         self, usage: Any, *, payload: dict[str, Any] | None = None, answer_chars: int = 0
     ) -> None:
         """Count the request's tokens once: the upstream's `usage` report, or, when none came
-        (a caller who hung up), an estimate from the prompt in `payload` and the text sent.
+        (a caller who hung up), an estimate from the prompt in `payload` and the text sent;
+        the admission's reservation is settled to that count.
 
         Without limits it only notes the tokens for the log line. For a caller who hung up
         it is shielded from the cancellation (and bounded), so the count is still written.
@@ -112,50 +112,78 @@ class Caller:
         self._charged = True
         prompt, completion = _reported_tokens(usage)
         if prompt is None or completion is None:
-            prompt = _estimate(_prompt_chars(payload))
+            prompt = _estimate(prompt_chars(payload))
             completion = _estimate(answer_chars)
         self.record.prompt_tokens, self.record.completion_tokens = prompt, completion
-        counted = [h for h in (self.user, self.key) if h is not None and self.limiter.applies_to(h)]
-        if not counted:
+        await self._settle(prompt + completion)
+
+    async def release(self) -> None:
+        """Give back the reservation of a request that failed before the upstream answered
+        (nothing was generated); a no-op once it has been charged."""
+        if not self._charged:
+            self._charged = True
+            await self._settle(0)
+
+    async def _settle(self, tokens: int) -> None:
+        reservation = self._reservation
+        if reservation is None:
             return
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # The caller hung up: count anyway, within a bound, despite the cancellation.
             with anyio.move_on_after(_CHARGE_BOUND_S, shield=True):
-                await self._add_tokens(counted, prompt + completion)
+                await self.limiter.settle(reservation, tokens)
         else:
-            await self._add_tokens(counted, prompt + completion)
-
-    async def _add_tokens(self, counted: list[NamedKey], tokens: int) -> None:
-        """The user's count (a token's holder), then the key's."""
-        for holder in counted:
-            await self.limiter.add_tokens(holder, tokens)
+            await self.limiter.settle(reservation, tokens)
 
 
 def _reported_tokens(usage: Any) -> tuple[int | None, int | None]:
-    """Chat's `prompt_tokens`/`completion_tokens`, or the Responses API's input/output."""
+    """Chat's `prompt_tokens`/`completion_tokens`, or the Responses API's input/output; an
+    embeddings report (`prompt_tokens` alone) has no completion."""
     if not isinstance(usage, dict):
         return None, None
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
     completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    if completion is None and "total_tokens" in usage and "prompt_tokens" in usage:
+        completion = 0
+    if not _is_count(prompt) or not _is_count(completion):
         return None, None
     return max(prompt, 0), max(completion, 0)
 
 
-def _prompt_chars(payload: dict[str, Any] | None) -> int:
-    """The characters of the prompt: chat's `messages`, or the Responses API's `input`."""
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def prompt_chars(payload: dict[str, Any] | None) -> int:
+    """The characters of a request's prompt: chat's `messages`, the Responses API's
+    `instructions` and `input`, a task's or an embedding's `inputs`/`input`."""
     payload = payload or {}
-    if isinstance(payload.get("input"), str):
-        return len(payload["input"])
-    total = 0
-    for message in payload.get("messages") or payload.get("input") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
-    return total
+    return sum(
+        _text_chars(payload.get(name)) for name in ("messages", "instructions", "input", "inputs")
+    )
+
+
+def _text_chars(value: Any, depth: int = 0) -> int:
+    """The characters of every text in `value` (strings in lists and objects, nested a bit):
+    message contents, content parts, task inputs. Numbers (token ids) count one each."""
+    if isinstance(value, str):
+        return len(value)
+    if depth > 8:
+        return 0
+    if isinstance(value, dict):
+        return sum(
+            _text_chars(v, depth + 1) for k, v in value.items() if k not in _NOT_PROMPT_FIELDS
+        )
+    if isinstance(value, list):
+        return sum(_text_chars(v, depth + 1) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _CHARS_PER_TOKEN  # a token id of an embeddings input
+    return 0
+
+
+# Fields of a message or part that are not text the model reads.
+_NOT_PROMPT_FIELDS = frozenset({"role", "type", "id", "name", "tool_call_id", "image_url"})
 
 
 def _estimate(chars: int) -> int:

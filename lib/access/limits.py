@@ -1,23 +1,34 @@
-"""Rate limits and token budgets: windows, admission, token counts, refusals and their headers.
+"""Rate limits and token budgets: windows, admission, reservations, refusals and their headers.
 
-Requests count at admission; tokens count from the usage the upstream reports, once the
-answer is known. A request is refused when its key's minute or day is already spent, so a
-key may overshoot a token limit by the requests in flight when it ran out.
+Admission counts the request and reserves its worst case in tokens (the caller says how
+many) on every account it is counted on, in one atomic step; a request is refused when any
+limit is spent or cannot take that reserve, and then counts nowhere. When the request ends
+the reservation is settled to the tokens it really used (or given back when it failed before
+the upstream answered). A budget is then exceeded by at most the reserves' estimation error,
+never by the number of requests in flight.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from lib.access.policy import NamedKey
-from lib.access.stores import NO_LIMIT, Counts, Limits, LimitStore, MemoryStore, Verdict, Windows
+from lib.access.stores import (
+    NO_LIMIT,
+    Account,
+    AccountCounts,
+    Counts,
+    LimitStore,
+    MemoryStore,
+    Verdict,
+    Windows,
+)
 from lib.errors import LimitStoreError, ProxyError, QuotaExceededError, RateLimitExceededError
 
 _MINUTE_S = 60
@@ -48,6 +59,15 @@ class AccessRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     refused_by: str | None = None
+
+
+@dataclass(slots=True)
+class Reservation:
+    """The tokens held for one admitted request, in the store that admitted it."""
+
+    windows: Windows
+    store: LimitStore
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,54 +122,77 @@ class Limiter:
             return key.policy.counted
         return key.policy.counted or self._global_daily_tokens is not None
 
-    async def admit(self, key: NamedKey, record: AccessRecord) -> dict[str, str]:
-        """Count one request of `key`, or raise the refusal; return the rate-limit headers.
+    async def admit(
+        self, holders: Sequence[NamedKey], reserve: int, record: AccessRecord
+    ) -> tuple[dict[str, str], Reservation | None]:
+        """Count one request on every holder it applies to (a token's user first, then the
+        key) and hold `reserve` tokens on each, or raise the refusal; nothing is counted when
+        one refuses. Returns the rate-limit headers (the first holder's win) and the
+        reservation to settle, None when no holder is counted.
 
         Raises `RateLimitExceededError` (minute spent), `QuotaExceededError` (day spent) or,
         with `closed`, `LimitStoreError`; `record.refused_by` names the limit.
         """
-        windows = self._windows(key)
-        limits = self._limits(key)
+        counted = [holder for holder in holders if self.applies_to(holder)]
+        if not counted:
+            return {}, None
+        windows = self._windows(counted)
+
+        async def admit_in(store: LimitStore) -> tuple[LimitStore, Counts]:
+            return store, await store.admit(windows, reserve)
+
         try:
-            counts = await self._with_store(lambda store: store.admit(windows, limits))
+            store, counts = await self._with_store(admit_in)
         except LimitStoreError:
             record.refused_by = "limit_store_unavailable"
             raise
-        headers = _rate_limit_headers(key, counts, windows)
-        if counts.verdict is not Verdict.ADMITTED:
-            prefix = "user_" if key.user is not None else ""
-            record.refused_by = prefix + _REFUSED_BY[counts.verdict]
-            raise _refusal(key, counts.verdict, windows, headers)
-        return headers
+        headers: dict[str, str] = {}
+        for holder, held in reversed(list(zip(counted, counts.accounts, strict=True))):
+            headers.update(_rate_limit_headers(holder, held, windows))
+        if counts.verdict is Verdict.ADMITTED:
+            return headers, Reservation(windows, store, reserve)
+        if counts.refused < 0:
+            record.refused_by = _REFUSED_BY[counts.verdict]
+            raise _refusal(None, counts.verdict, windows, headers, reserve, counts)
+        holder = counted[counts.refused]
+        prefix = "user_" if holder.user is not None else ""
+        record.refused_by = prefix + _REFUSED_BY[counts.verdict]
+        raise _refusal(holder, counts.verdict, windows, headers, reserve, counts)
 
-    async def add_tokens(self, key: NamedKey, tokens: int) -> None:
-        """Count `tokens` against `key`'s minute and day and the deployment's day.
+    async def settle(self, reservation: Reservation, tokens: int) -> None:
+        """Replace the tokens held by `reservation` with `tokens`, the request's real count
+        (0 gives them all back), in the store that admitted it.
 
-        Never raises: the answer is already made. A failing store is logged (and, with
-        `local`, the tokens are counted in this process).
+        Never raises: the answer is already made. A failing store is logged.
         """
-        if tokens <= 0 or not self.applies_to(key):
+        delta = max(tokens, 0) - reservation.tokens
+        reservation.tokens += delta
+        if delta == 0:
             return
-        windows = self._windows(key)
-        # With `closed` there is nothing left to refuse: the failure is logged, and that is all.
-        with contextlib.suppress(LimitStoreError):
-            await self._with_store(lambda store: store.add_tokens(windows, tokens))
+        try:
+            await reservation.store.add_tokens(reservation.windows, delta)
+        except LimitStoreError as exc:
+            # With nothing left to refuse, the failure is logged, and that is all.
+            self._log_store_failure(exc)
 
-    async def remaining(self, key: NamedKey) -> Remaining:
-        """What `key` has left this minute and today, without counting a request."""
-        windows = self._windows(key)
-        counts = await self._with_store(
-            lambda store: store.admit(windows, self._limits(key), count=False)
-        )
-        policy = key.policy
-        return Remaining(
-            requests_this_minute=_left(policy.rpm, counts.requests),
-            tokens_this_minute=_left(policy.tpm, counts.minute_tokens),
-            tokens_today=_left(policy.daily_tokens, counts.day_tokens),
-            deployment_tokens_today=_left(self._global_daily_tokens, counts.global_day_tokens),
-            minute_resets_in_s=_resets_in(windows.now, _MINUTE_S),
-            day_resets_in_s=_resets_in(windows.now, _DAY_S),
-        )
+    async def remaining(self, holders: Sequence[NamedKey]) -> list[Remaining]:
+        """What each holder has left this minute and today, without counting a request."""
+        windows = self._windows(holders)
+        counts = await self._with_store(lambda store: store.admit(windows, 0, count=False))
+        return [
+            Remaining(
+                requests_this_minute=_left(holder.policy.rpm, held.requests),
+                tokens_this_minute=_left(holder.policy.tpm, held.minute_tokens),
+                tokens_today=_left(holder.policy.daily_tokens, held.day_tokens),
+                deployment_tokens_today=_left(
+                    self._global_daily_tokens if holder.user is None else None,
+                    counts.global_day_tokens,
+                ),
+                minute_resets_in_s=_resets_in(windows.now, _MINUTE_S),
+                day_resets_in_s=_resets_in(windows.now, _DAY_S),
+            )
+            for holder, held in zip(holders, counts.accounts, strict=True)
+        ]
 
     async def store_answers(self) -> bool:
         """True when the store answers now (the in-process one always does)."""
@@ -193,31 +236,48 @@ class Limiter:
         event = {"event": "limit_store_failed", "store": self._store.kind, "error": exc.message}
         self._logger.warning(json.dumps({**event, "action": action}, separators=(",", ":")))
 
-    def _windows(self, key: NamedKey) -> Windows:
+    def _windows(self, holders: Sequence[NamedKey]) -> Windows:
         now = self._clock()
-        day = int(now // _DAY_S)  # days since 1970-01-01, UTC
+        minute, day = int(now // _MINUTE_S), int(now // _DAY_S)  # day: since 1970-01-01, UTC
+        counts_deployment = self._global_daily_tokens is not None and any(
+            holder.user is None for holder in holders
+        )
         return Windows(
-            minute=f"{_PREFIX}:{key.name}:m:{int(now // _MINUTE_S)}",
-            day=f"{_PREFIX}:{key.name}:d:{day}",
-            global_day=f"{_PREFIX}:*:d:{day}" if self._counts_deployment(key) else None,
+            accounts=tuple(
+                Account(
+                    minute=f"{_PREFIX}:{holder.name}:m:{minute}",
+                    day=f"{_PREFIX}:{holder.name}:d:{day}",
+                    rpm=holder.policy.rpm or NO_LIMIT,
+                    tpm=holder.policy.tpm or NO_LIMIT,
+                    daily_tokens=holder.policy.daily_tokens or NO_LIMIT,
+                )
+                for holder in holders
+            ),
+            global_day=f"{_PREFIX}:*:d:{day}" if counts_deployment else None,
+            global_daily_tokens=(self._global_daily_tokens or NO_LIMIT)
+            if counts_deployment
+            else NO_LIMIT,
             minute_ttl_s=2 * _MINUTE_S,
             day_ttl_s=2 * _DAY_S,
             now=now,
         )
 
-    def _limits(self, key: NamedKey) -> Limits:
-        policy = key.policy
-        return Limits(
-            rpm=policy.rpm or NO_LIMIT,
-            tpm=policy.tpm or NO_LIMIT,
-            daily_tokens=policy.daily_tokens or NO_LIMIT,
-            global_daily_tokens=(self._global_daily_tokens or NO_LIMIT)
-            if self._counts_deployment(key)
-            else NO_LIMIT,
-        )
 
-    def _counts_deployment(self, key: NamedKey) -> bool:
-        return self._global_daily_tokens is not None and key.user is None
+def nearest_limit(holders: Sequence[tuple[NamedKey, Remaining]]) -> NamedKey | None:
+    """Of the holders a request is counted on, the one nearer to refusing: the smallest share
+    left of any of its limits (the first on a tie); None when no limit applies."""
+    nearest, least = None, math.inf
+    for holder, left in holders:
+        policy = holder.policy
+        pairs = (
+            (policy.rpm, left.requests_this_minute),
+            (policy.tpm, left.tokens_this_minute),
+            (policy.daily_tokens, left.tokens_today),
+        )
+        for limit, remaining in pairs:
+            if limit and remaining is not None and remaining / limit < least:
+                nearest, least = holder, remaining / limit
+    return nearest
 
 
 def _left(limit: int | None, used: int) -> int | None:
@@ -239,7 +299,7 @@ def _duration(seconds: int) -> str:
     return f"{secs}s"
 
 
-def _rate_limit_headers(key: NamedKey, counts: Counts, windows: Windows) -> dict[str, str]:
+def _rate_limit_headers(key: NamedKey, counts: AccountCounts, windows: Windows) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` headers for the limits `key` has (tokens: per minute, else day)."""
     policy = key.policy
     headers: dict[str, str] = {}
@@ -262,25 +322,56 @@ def _rate_limit_headers(key: NamedKey, counts: Counts, windows: Windows) -> dict
 
 
 def _refusal(
-    key: NamedKey, verdict: Verdict, windows: Windows, headers: dict[str, str]
+    key: NamedKey | None,
+    verdict: Verdict,
+    windows: Windows,
+    headers: dict[str, str],
+    reserve: int,
+    counts: Counts,
 ) -> ProxyError:
+    """The 429 for `verdict`; `key` is the holder refused, None for the deployment's day."""
+    if key is None:
+        wait = _resets_in(windows.now, _DAY_S)
+        limit, used = windows.global_daily_tokens, counts.global_day_tokens
+        message = "This deployment has used its daily token budget"
+        if used < limit:
+            message = "This deployment's daily token budget cannot fit this request"
+        return QuotaExceededError(
+            f"{message}{_reserve_note(reserve, limit, used)}; the budget resets at 00:00 UTC, "
+            f"in {_duration(wait)}.",
+            headers={**headers, "Retry-After": str(wait)},  # and x-should-retry: false
+        )
     policy = key.policy
+    held = counts.accounts[counts.refused]
     who = f"user '{key.user[:64]}'" if key.user is not None else f"key '{key.name}'"
     if verdict in (Verdict.RPM, Verdict.TPM):
         wait = _resets_in(windows.now, _MINUTE_S)
-        what = f"{policy.rpm} requests" if verdict is Verdict.RPM else f"{policy.tpm} tokens"
+        if verdict is Verdict.RPM:
+            what = f"{policy.rpm} requests per minute"
+        else:
+            note = _reserve_note(reserve, policy.tpm or 0, held.minute_tokens)
+            what = f"{policy.tpm} tokens per minute{note}"
         return RateLimitExceededError(
-            f"Rate limit reached for {who}: {what} per minute. Try again in {wait} s.",
+            f"Rate limit reached for {who}: {what}. Try again in {wait} s.",
             headers={**headers, "Retry-After": str(wait)},
         )
     wait = _resets_in(windows.now, _DAY_S)
-    if verdict is Verdict.DAILY_TOKENS:
-        message = f"{who[0].upper()}{who[1:]} has used its {policy.daily_tokens} tokens for today"
-    else:
-        message = "This deployment has used its daily token budget"
+    note = _reserve_note(reserve, policy.daily_tokens or 0, held.day_tokens)
+    spent = "cannot fit this request in" if note else "has used"
+    message = f"{who[0].upper()}{who[1:]} {spent} its {policy.daily_tokens} tokens for today"
     return QuotaExceededError(
-        f"{message}; the budget resets at 00:00 UTC, in {_duration(wait)}.",
+        f"{message}{note}; the budget resets at 00:00 UTC, in {_duration(wait)}.",
         headers={**headers, "Retry-After": str(wait)},  # and x-should-retry: false
+    )
+
+
+def _reserve_note(reserve: int, limit: int, used: int) -> str:
+    """Why a limit not yet spent refused: this request's worst case does not fit."""
+    if used >= limit:
+        return ""
+    return (
+        f" (this request may use up to {reserve} tokens: its size in bytes / 4, plus the "
+        f"max_tokens cap; {limit - used} are left)"
     )
 
 

@@ -10,40 +10,77 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from lib.access.stores import Counts, Limits, Verdict, Windows
+from lib.access.stores import AccountCounts, Counts, Verdict, Windows
 from lib.errors import LimitStoreError
 
-# Check every limit and, when none is spent, count the request: atomic, one round trip.
-# KEYS: minute hash (r: requests, t: tokens), key's day, deployment's day (optional).
-# ARGV: rpm, tpm, daily, global daily (-1: none), minute TTL, count (1) or only read (0).
+# Check every limit against the reserve and, when all can take it, count the request and hold
+# the reserve on every account and the deployment's day: atomic, one round trip.
+# KEYS: per account its minute hash (r: requests, t: tokens) and its day; then, optionally,
+# the deployment's day. ARGV: accounts, reserve, global daily, minute TTL, day TTL, count (1)
+# or only read (0), then per account rpm, tpm, daily (-1: none).
 _ADMIT = """
-local m = redis.call('HMGET', KEYS[1], 'r', 't')
-local req = tonumber(m[1]) or 0
-local tok = tonumber(m[2]) or 0
-local day = tonumber(redis.call('GET', KEYS[2])) or 0
-local glob = 0
-if #KEYS > 2 then glob = tonumber(redis.call('GET', KEYS[3])) or 0 end
-local rpm, tpm, daily, gdaily = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  tonumber(ARGV[4])
-local verdict = 0
-if gdaily >= 0 and glob >= gdaily then verdict = 1
-elseif daily >= 0 and day >= daily then verdict = 2
-elseif tpm >= 0 and tok >= tpm then verdict = 3
-elseif rpm >= 0 and req >= rpm then verdict = 4
-elseif ARGV[6] == '1' then
-  req = redis.call('HINCRBY', KEYS[1], 'r', 1)
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
+local n, reserve, gdaily = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function full(limit, used)
+  return limit >= 0 and (used >= limit or used + reserve > limit)
 end
-return {verdict, req, tok, day, glob}
+local req, tok, day = {}, {}, {}
+for i = 1, n do
+  local m = redis.call('HMGET', KEYS[2 * i - 1], 'r', 't')
+  req[i], tok[i] = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+  day[i] = tonumber(redis.call('GET', KEYS[2 * i])) or 0
+end
+local gkey = KEYS[2 * n + 1]
+local glob = 0
+if gkey then glob = tonumber(redis.call('GET', gkey)) or 0 end
+local verdict, refused = 0, -1
+if full(gdaily, glob) then verdict = 1 else
+  for i = 1, n do
+    local a = 6 + 3 * (i - 1)
+    local rpm, tpm, daily = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    if full(daily, day[i]) then verdict = 2
+    elseif full(tpm, tok[i]) then verdict = 3
+    elseif rpm >= 0 and req[i] >= rpm then verdict = 4 end
+    if verdict > 0 then refused = i - 1; break end
+  end
+end
+if verdict == 0 and ARGV[6] == '1' then
+  for i = 1, n do
+    req[i] = redis.call('HINCRBY', KEYS[2 * i - 1], 'r', 1)
+    tok[i] = redis.call('HINCRBY', KEYS[2 * i - 1], 't', reserve)
+    redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[4])
+    day[i] = redis.call('INCRBY', KEYS[2 * i], reserve)
+    redis.call('EXPIRE', KEYS[2 * i], ARGV[5])
+  end
+  if gkey then
+    glob = redis.call('INCRBY', gkey, reserve)
+    redis.call('EXPIRE', gkey, ARGV[5])
+  end
+end
+local out = {verdict, refused, glob}
+for i = 1, n do
+  local j = 3 * i
+  out[j + 1] = req[i]
+  out[j + 2] = tok[i]
+  out[j + 3] = day[i]
+end
+return out
 """
 
-# Add a request's tokens to its windows. ARGV: tokens, minute TTL, day TTL.
+# Add tokens (negative: give a reserve back) to every window; a give-back skips a window that
+# has expired. KEYS: the accounts' minute hashes, then their days and the deployment's day.
+# ARGV: delta, minute TTL, day TTL, accounts.
 _ADD_TOKENS = """
-redis.call('HINCRBY', KEYS[1], 't', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-for i = 2, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[1])
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
+local delta, n = tonumber(ARGV[1]), tonumber(ARGV[4])
+for i = 1, #KEYS do
+  if delta >= 0 or redis.call('EXISTS', KEYS[i]) == 1 then
+    if i <= n then
+      redis.call('HINCRBY', KEYS[i], 't', delta)
+      redis.call('EXPIRE', KEYS[i], ARGV[2])
+    else
+      redis.call('INCRBY', KEYS[i], delta)
+      redis.call('EXPIRE', KEYS[i], ARGV[3])
+    end
+  end
 end
 return 1
 """
@@ -65,30 +102,36 @@ class RedisStore:
         self._scripts: tuple[Any, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def admit(self, windows: Windows, limits: Limits, *, count: bool = True) -> Counts:
-        """Run the admission script: check every limit, count the request if none is spent."""
+    async def admit(self, windows: Windows, reserve: int, *, count: bool = True) -> Counts:
+        """Run the admission script: check every limit, count and reserve if all can take it."""
         admit, _ = self._scripts_for_loop()
-        keys = [windows.minute, windows.day]
+        accounts = windows.accounts
+        keys = [key for account in accounts for key in (account.minute, account.day)]
         if windows.global_day:
             keys.append(windows.global_day)
         args = [
-            limits.rpm,
-            limits.tpm,
-            limits.daily_tokens,
-            limits.global_daily_tokens,
+            len(accounts),
+            reserve,
+            windows.global_daily_tokens,
             windows.minute_ttl_s,
+            windows.day_ttl_s,
             1 if count else 0,
         ]
-        verdict, *counts = await self._bounded(admit(keys=keys, args=args))
-        return Counts(Verdict(int(verdict)), *(int(c) for c in counts))
+        args += [limit for a in accounts for limit in (a.rpm, a.tpm, a.daily_tokens)]
+        verdict, refused, glob, *held = (
+            int(n) for n in await self._bounded(admit(keys=keys, args=args))
+        )
+        counts = tuple(AccountCounts(*held[i : i + 3]) for i in range(0, len(held), 3))
+        return Counts(Verdict(verdict), refused, counts, glob)
 
-    async def add_tokens(self, windows: Windows, tokens: int) -> None:
-        """Add `tokens` to the request's minute, its key's day and the deployment's day."""
+    async def add_tokens(self, windows: Windows, delta: int) -> None:
+        """Add `delta` tokens to every window of the request (a give-back: those still held)."""
         _, add = self._scripts_for_loop()
-        keys = [windows.minute, windows.day]
+        keys = [a.minute for a in windows.accounts] + [a.day for a in windows.accounts]
         if windows.global_day:
             keys.append(windows.global_day)
-        await self._bounded(add(keys=keys, args=[tokens, windows.minute_ttl_s, windows.day_ttl_s]))
+        args = [delta, windows.minute_ttl_s, windows.day_ttl_s, len(windows.accounts)]
+        await self._bounded(add(keys=keys, args=args))
 
     async def ping(self) -> None:
         """Return when Redis answers PING within the bound."""

@@ -1,9 +1,11 @@
 """Where limits are counted: the contract every store keeps, and the in-process store.
 
-Counts live in fixed windows named by the limiter: a key's minute (requests and tokens), its
-UTC day (tokens) and the deployment's UTC day (tokens, for `GLOBAL_DAILY_TOKENS`). Admission
-reads them all, refuses when one is spent, and otherwise counts the request, in one atomic
-step: one round trip for Redis (a Lua script), no await at all for the in-process store.
+Counts live in fixed windows named by the limiter: each account's minute (requests and
+tokens) and UTC day (tokens), and the deployment's UTC day (tokens, `GLOBAL_DAILY_TOKENS`).
+One request may be counted on two accounts (a token's user and the key it spends).
+Admission reads every window, refuses when one limit cannot take the request's reserve, and
+otherwise counts the request and holds the reserve on all of them, in one atomic step: one
+round trip for Redis (a Lua script), no await at all for the in-process store.
 """
 
 from __future__ import annotations
@@ -26,35 +28,48 @@ class Verdict(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Windows:
-    """The store keys of one request's windows, and how long each must outlive `now`."""
+class Account:
+    """One account's windows (store keys) and limits, `NO_LIMIT` for none."""
 
     minute: str
     day: str
+    rpm: int = NO_LIMIT
+    tpm: int = NO_LIMIT
+    daily_tokens: int = NO_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """Every window one request is counted in, and how long each must outlive `now`."""
+
+    accounts: tuple[Account, ...]
     global_day: str | None
+    global_daily_tokens: int
     minute_ttl_s: int
     day_ttl_s: int
     now: float
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    """The limits admission checks, `NO_LIMIT` for none."""
+class AccountCounts:
+    """What one account's windows hold."""
 
-    rpm: int = NO_LIMIT
-    tpm: int = NO_LIMIT
-    daily_tokens: int = NO_LIMIT
-    global_daily_tokens: int = NO_LIMIT
+    requests: int
+    minute_tokens: int
+    day_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """What the windows held after admission (the request counted when admitted)."""
+    """What the windows held after admission (with the request and its reserve when admitted).
+
+    `refused` is the index of the account that refused, or -1 (admitted, or the deployment's
+    day refused).
+    """
 
     verdict: Verdict
-    requests: int
-    minute_tokens: int
-    day_tokens: int
+    refused: int
+    accounts: tuple[AccountCounts, ...]
     global_day_tokens: int
 
 
@@ -63,12 +78,14 @@ class LimitStore(Protocol):
 
     kind: str
 
-    async def admit(self, windows: Windows, limits: Limits, *, count: bool = True) -> Counts:
-        """Check every limit and, if none is spent and `count`, count one request."""
+    async def admit(self, windows: Windows, reserve: int, *, count: bool = True) -> Counts:
+        """Check every limit against `reserve` more tokens; when all can take it and `count`,
+        count one request and add `reserve` tokens on every account and the deployment."""
         ...
 
-    async def add_tokens(self, windows: Windows, tokens: int) -> None:
-        """Add a request's tokens to its minute, its day and the deployment's day."""
+    async def add_tokens(self, windows: Windows, delta: int) -> None:
+        """Add `delta` tokens (negative: give back) to every window; a give-back skips a
+        window that has expired."""
         ...
 
     async def ping(self) -> None:
@@ -86,29 +103,43 @@ class MemoryStore:
         self._counters: dict[str, list[float]] = {}
         self._next_sweep = 0.0
 
-    async def admit(self, windows: Windows, limits: Limits, *, count: bool = True) -> Counts:
+    async def admit(self, windows: Windows, reserve: int, *, count: bool = True) -> Counts:
         """Check and count without awaiting anything, so it is atomic on the event loop."""
         self._sweep(windows.now)
-        minute = self._counter(windows.minute, windows.now + windows.minute_ttl_s)
-        day = self._counter(windows.day, windows.now + windows.day_ttl_s)
-        glob = (
-            self._counter(windows.global_day, windows.now + windows.day_ttl_s)
-            if windows.global_day
-            else None
-        )
-        counts = [int(minute[1]), int(minute[2]), int(day[2]), int(glob[2]) if glob else 0]
-        verdict = _verdict(limits, *counts)
+        minute_until, day_until = _expiries(windows)
+        counters = [
+            (self._counter(a.minute, minute_until), self._counter(a.day, day_until))
+            for a in windows.accounts
+        ]
+        glob = self._counter(windows.global_day, day_until) if windows.global_day else None
+        counts = [AccountCounts(int(m[1]), int(m[2]), int(d[2])) for m, d in counters]
+        global_tokens = int(glob[2]) if glob else 0
+        verdict, refused = check(windows, counts, global_tokens, reserve)
         if verdict is Verdict.ADMITTED and count:
-            minute[1] += 1
-            counts[0] += 1
-        return Counts(verdict, *counts)
+            for minute, day in counters:
+                minute[1] += 1
+                minute[2] += reserve
+                day[2] += reserve
+            if glob is not None:
+                glob[2] += reserve
+            counts = [
+                AccountCounts(c.requests + 1, c.minute_tokens + reserve, c.day_tokens + reserve)
+                for c in counts
+            ]
+            global_tokens += reserve
+        return Counts(verdict, refused, tuple(counts), global_tokens)
 
-    async def add_tokens(self, windows: Windows, tokens: int) -> None:
-        """Add `tokens` to the three windows."""
-        self._counter(windows.minute, windows.now + windows.minute_ttl_s)[2] += tokens
-        self._counter(windows.day, windows.now + windows.day_ttl_s)[2] += tokens
+    async def add_tokens(self, windows: Windows, delta: int) -> None:
+        """Add `delta` to every window (a give-back only to windows still held)."""
+        minute_until, day_until = _expiries(windows)
+        keys = [(a.minute, minute_until) for a in windows.accounts]
+        keys += [(a.day, day_until) for a in windows.accounts]
         if windows.global_day:
-            self._counter(windows.global_day, windows.now + windows.day_ttl_s)[2] += tokens
+            keys.append((windows.global_day, day_until))
+        for key, until in keys:
+            if delta < 0 and key not in self._counters:
+                continue
+            self._counter(key, until)[2] += delta
 
     async def ping(self) -> None:
         """Always answers."""
@@ -128,14 +159,26 @@ class MemoryStore:
             del self._counters[key]
 
 
-def _verdict(limits: Limits, requests: int, tokens: int, day: int, glob: int) -> Verdict:
-    """The same checks, in the same order, as the Redis store's script."""
-    if limits.global_daily_tokens != NO_LIMIT and glob >= limits.global_daily_tokens:
-        return Verdict.GLOBAL_DAILY_TOKENS
-    if limits.daily_tokens != NO_LIMIT and day >= limits.daily_tokens:
-        return Verdict.DAILY_TOKENS
-    if limits.tpm != NO_LIMIT and tokens >= limits.tpm:
-        return Verdict.TPM
-    if limits.rpm != NO_LIMIT and requests >= limits.rpm:
-        return Verdict.RPM
-    return Verdict.ADMITTED
+def check(
+    windows: Windows, counts: list[AccountCounts], global_tokens: int, reserve: int
+) -> tuple[Verdict, int]:
+    """The verdict and the refusing account: the same checks, in the same order, as the
+    Redis store's script. A token limit refuses when it is spent or cannot take `reserve`."""
+    if _cannot_take(windows.global_daily_tokens, global_tokens, reserve):
+        return Verdict.GLOBAL_DAILY_TOKENS, -1
+    for index, (account, held) in enumerate(zip(windows.accounts, counts, strict=True)):
+        if _cannot_take(account.daily_tokens, held.day_tokens, reserve):
+            return Verdict.DAILY_TOKENS, index
+        if _cannot_take(account.tpm, held.minute_tokens, reserve):
+            return Verdict.TPM, index
+        if account.rpm != NO_LIMIT and held.requests >= account.rpm:
+            return Verdict.RPM, index
+    return Verdict.ADMITTED, -1
+
+
+def _expiries(windows: Windows) -> tuple[float, float]:
+    return windows.now + windows.minute_ttl_s, windows.now + windows.day_ttl_s
+
+
+def _cannot_take(limit: int, used: int, reserve: int) -> bool:
+    return limit != NO_LIMIT and (used >= limit or used + reserve > limit)

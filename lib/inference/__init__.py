@@ -32,7 +32,13 @@ from lib.inference.responses import (
     response_usage,
     stream_response,
 )
-from lib.inference.tasks import build_task_payload, pipeline_path, task_path
+from lib.inference.tasks import (
+    build_task_payload,
+    cap_task_generation,
+    pipeline_path,
+    run_task,
+    task_path,
+)
 
 __all__ = [
     "CHAT_PATH",
@@ -43,6 +49,7 @@ __all__ = [
     "build_generate_payload",
     "build_responses_payload",
     "build_task_payload",
+    "cap_task_generation",
     "create_embeddings",
     "extract_features",
     "forward_chat",
@@ -55,6 +62,7 @@ __all__ = [
     "resolve_model",
     "resolve_task_model",
     "response_usage",
+    "run_task",
     "sentence_vectors",
     "stream_chat",
     "stream_generated_text",

@@ -50,12 +50,8 @@ async def forward_chat(
     """Send a chat completion, check that the answer is one, and count its tokens."""
     reply = await upstream.post_json(CHAT_PATH, payload, call)
     _check_chat_completion(reply.data)
-    message = reply.data["choices"][0].get("message") or {}
-    content = message.get("content")
     await caller.charge(
-        reply.data.get("usage"),
-        payload=payload,
-        answer_chars=len(content) if isinstance(content, str) else 0,
+        reply.data.get("usage"), payload=payload, answer_chars=_answer_chars(reply.data)
     )
     return reply
 
@@ -111,6 +107,23 @@ def _check_chat_completion(data: Any) -> None:
         or not isinstance(data.get("usage") or {}, dict)
     ):
         raise UpstreamError("The upstream answered with something that is not a chat completion.")
+
+
+def _answer_chars(data: dict[str, Any]) -> int:
+    """The characters of text in every choice (content and tool call arguments)."""
+    chars = 0
+    for choice in data["choices"]:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        if isinstance(message.get("content"), str):
+            chars += len(message["content"])
+        for tool_call in message.get("tool_calls") or ():
+            function = tool_call.get("function") if isinstance(tool_call, dict) else None
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            if isinstance(arguments, str):
+                chars += len(arguments)
+    return chars
 
 
 def _valid_unicode(text: str) -> str:

@@ -8,19 +8,21 @@ refuses what needs a stored one (`store: true`, `previous_response_id`, `convers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lib.errors import ClientRequestError, NotStoredError, UpstreamError
 from lib.schemas import ResponsesRequest
 from lib.upstream import (
     EventStreamResponse,
-    OnFinished,
     Redactor,
     UpstreamCall,
     UpstreamClient,
     UpstreamReply,
     relay_response_events,
 )
+
+if TYPE_CHECKING:
+    from lib.access import Caller
 
 RESPONSES_PATH = "/v1/responses"
 _NOTHING_KEPT = "promptgate is stateless and keeps no responses"
@@ -87,9 +89,10 @@ def response_usage(response: Any) -> ResponseUsage | None:
 
 
 async def forward_response(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
 ) -> UpstreamReply:
-    """Create a response in one piece and check that it is one; its `usage` is in `data`.
+    """Create a response in one piece, check that it is one, and count its tokens (its
+    `usage`, or an estimate from the prompt and the output's text).
 
     A `failed` response is an upstream failure, answered as one (never with a 200).
     """
@@ -104,19 +107,29 @@ async def forward_response(
         # token-shaped text, and cuts the reason to length.
         reason = Redactor(None).reason(str(message)) if message else "no reason given"
         raise UpstreamError(f"The upstream failed to create the response: {reason}")
+    await caller.charge(data.get("usage"), payload=payload, answer_chars=_output_chars(data))
     return reply
 
 
-async def stream_response(
-    upstream: UpstreamClient,
-    payload: dict[str, Any],
-    call: UpstreamCall,
-    on_finished: OnFinished | None = None,
-) -> EventStreamResponse:
-    """Open a streamed response; return the response that relays its events.
+def _output_chars(response: dict[str, Any]) -> int:
+    """The characters of text in a response's output items (messages, reasoning, calls)."""
+    chars = 0
+    for item in response.get("output") or ():
+        if not isinstance(item, dict):
+            continue
+        if isinstance(item.get("arguments"), str):
+            chars += len(item["arguments"])
+        for part in item.get("content") or ():
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str):
+                chars += len(text)
+    return chars
 
-    `on_finished` is awaited once the stream has ended, with the terminal event's `response`
-    (`response_usage` reads its usage), or None when the stream broke.
-    """
+
+async def stream_response(
+    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
+) -> EventStreamResponse:
+    """Open a streamed response; return the response that relays its events and counts its
+    tokens however it ends."""
     stream = await upstream.open_stream(RESPONSES_PATH, payload, call)
-    return EventStreamResponse(relay_response_events(stream, on_finished), stream)
+    return EventStreamResponse(relay_response_events(stream, caller, payload), stream)

@@ -23,8 +23,8 @@ embeddings_router = gated_router()
 async def create_embeddings(
     body: EmbeddingRequest, request: Request, caller: CallerDep
 ) -> Response:
-    """Embed one text or a list of texts with a feature-extraction model (counted as a request;
-    the upstream reports no tokens)."""
+    """Embed one text or a list of texts with a feature-extraction model (charged the
+    OpenAI-compatible server's token count, or an estimate from the input's text)."""
     settings, upstream = services(request).settings, services(request).upstream
     model = inference.resolve_embedding_model(body.model, settings)
     call = await start_upstream_call(request, caller, model)
@@ -33,4 +33,7 @@ async def create_embeddings(
     else:
         embed = inference.create_embeddings
     result = await embed(upstream, body, call, settings.embedding_batch_size)
+    # The router reports no tokens (its usage is a word count): estimate from the input.
+    reported = result.usage.model_dump() if settings.upstream_api == "openai" else None
+    await caller.charge(reported, payload={"input": body.input})
     return json_response(result.model_dump_json().encode())

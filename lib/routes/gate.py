@@ -52,7 +52,9 @@ async def start_upstream_call(
 
 class GatedRoute(APIRoute):
     """A route that spends the token: the caller is identified, and a request that may reach
-    the upstream (one with a body) admitted against its key's limits, before the body is read.
+    the upstream (one with a body) admitted against its key's limits, before the body is read
+    (after, for a chunked body, whose size admission needs); a request that fails gives its
+    reservation back.
 
     FastAPI reads and parses a body before it solves dependencies, so a dependency alone
     would let a stranger without a key, or a key past its limit, make the proxy read (and
@@ -74,13 +76,32 @@ class GatedRoute(APIRoute):
             caller = await services(request).access.identify(authorization)
             request.state.caller, request.state.access = caller, caller.record
             request.state.response_headers = caller.response_headers
-            if admits:
-                await caller.admit()
+            size = _declared_size(request)
+            if admits and size is not None:
+                await caller.admit(size)
             if has_body:
                 request = await read_json_request(request)
-            return await handler(request)
+            if admits and size is None:
+                # A chunked body declares no size: it is read (within the body limit) first.
+                await caller.admit(len(await request.body()))
+            try:
+                return await handler(request)
+            except Exception:
+                # Failed before the upstream answered (or its answer was refused): nothing
+                # generated, nothing spent. A hang-up keeps its reservation: the upstream may
+                # have generated the answer anyway.
+                await caller.release()
+                raise
 
         return gated_handler
+
+
+def _declared_size(request: Request) -> int | None:
+    """The body's size from `Content-Length` (0 without a body), or None for a chunked one."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit():
+        return int(length)
+    return None if "chunked" in request.headers.get("transfer-encoding", "").lower() else 0
 
 
 async def require_caller(

@@ -65,16 +65,11 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
     """
     model = inference.resolve_model(body.model, services(request).settings)
     payload = inference.build_responses_payload(body, model)
-    caller.cap_completion_tokens(payload, field="max_output_tokens")
+    caller.cap_completion_tokens(payload, send_as="max_output_tokens")
     call = await start_upstream_call(request, caller, model, stream=body.stream)
     if body.stream:
-
-        async def charge(response: dict[str, Any] | None) -> None:
-            await caller.charge(response and response.get("usage"), payload=payload)
-
-        return await inference.stream_response(services(request).upstream, payload, call, charge)
-    reply = await inference.forward_response(services(request).upstream, payload, call)
-    await caller.charge(reply.data.get("usage"), payload=payload)
+        return await inference.stream_response(services(request).upstream, payload, call, caller)
+    reply = await inference.forward_response(services(request).upstream, payload, call, caller)
     return Response(reply.content, media_type="application/json")
 
 

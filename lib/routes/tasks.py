@@ -115,16 +115,20 @@ async def run_pipeline(
         )
     if task != "feature-extraction":
         return await _forward(
-            model, lambda m: inference.pipeline_path(m, task), body, request, caller
+            model,
+            lambda m: inference.pipeline_path(m, task),
+            body,
+            request,
+            caller,
+            generates=task == "text-generation",
         )
     resolved = inference.resolve_task_model(model, services(request).settings)
+    payload = inference.build_task_payload(body)
     call = await start_upstream_call(request, caller, resolved)
     content = await inference.extract_features(
-        services(request).upstream,
-        inference.build_task_payload(body),
-        call,
-        services(request).settings.embedding_batch_size,
+        services(request).upstream, payload, call, services(request).settings.embedding_batch_size
     )
+    await caller.charge(None, payload=payload)  # an estimate from the input's text
     return json_response(content)
 
 
@@ -150,8 +154,13 @@ async def create_model_chat_completion(
 async def run_task(
     model: TaskModel, body: TaskRequest, request: Request, caller: CallerDep
 ) -> Response:
-    """Forward any task body (classification, summarization, generation, ...) as JSON."""
-    return await _forward(model, inference.task_path, body, request, caller)
+    """Forward any task body (classification, summarization, generation, ...) as JSON.
+
+    The task is the model's, unknown here: with a `max_tokens` cap, a text input is sent with
+    `parameters.max_new_tokens` (which other tasks ignore) so that a generation is held to it.
+    """
+    generates = isinstance(body.inputs, str)
+    return await _forward(model, inference.task_path, body, request, caller, generates=generates)
 
 
 async def _forward(
@@ -160,10 +169,13 @@ async def _forward(
     body: TaskRequest,
     request: Request,
     caller: CallerDep,
+    *,
+    generates: bool,
 ) -> Response:
-    # Task answers report no tokens: these routes count requests only.
     resolved = inference.resolve_task_model(model, services(request).settings)
     payload = inference.build_task_payload(body)
+    inference.cap_task_generation(payload, caller, generates=generates)
     call = await start_upstream_call(request, caller, resolved)
-    reply = await services(request).upstream.post_json(path_of(resolved), payload, call)
+    upstream = services(request).upstream
+    reply = await inference.run_task(upstream, path_of(resolved), payload, call, caller)
     return Response(reply.content, media_type="application/json")

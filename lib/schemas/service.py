@@ -70,4 +70,15 @@ class LimitsReport(BaseModel):
     )
     policy: KeyPolicy
     remaining: LimitsRemaining
+    key_policy: KeyPolicy | None = Field(
+        default=None, description="With a bearer token: the key's policy, which applies too."
+    )
+    key_remaining: LimitsRemaining | None = Field(
+        default=None, description="With a bearer token: what the key has left."
+    )
+    nearest_limit: Literal["user", "key"] | None = Field(
+        default=None,
+        description="Whose limits are nearer to refusing (the smallest share left of any "
+        "limit); null when none applies.",
+    )
     limits_store: Literal["memory", "redis"]

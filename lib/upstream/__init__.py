@@ -18,7 +18,7 @@ from lib.upstream.event_stream import (
 )
 from lib.upstream.large_json import json_response
 from lib.upstream.redaction import Redactor
-from lib.upstream.responses_relay import TERMINAL_EVENTS, OnFinished, relay_response_events
+from lib.upstream.responses_relay import TERMINAL_EVENTS, relay_response_events
 from lib.upstream.stream import MAX_EVENT_BYTES, UpstreamStream
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "TERMINAL_EVENTS",
     "EventStreamResponse",
     "Meter",
-    "OnFinished",
     "Redactor",
     "UpstreamCall",
     "UpstreamClient",

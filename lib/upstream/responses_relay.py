@@ -11,18 +11,15 @@ ends with the Responses API's `error` event, never with a made-up completion.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from lib.errors import ProxyError, UpstreamError
+from lib.upstream.chat_relay import Meter
 from lib.upstream.event_stream import format_event, mid_stream_error, parse_event_data
 from lib.upstream.stream import UpstreamStream
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
-
-# Awaited once when the stream has ended: with the terminal event's `response` object (which
-# holds the usage), or with None when it broke before one. Not when the caller hung up.
-OnFinished = Callable[[dict[str, Any] | None], Awaitable[None]]
 
 
 def format_response_error_event(exc: ProxyError, sequence_number: int) -> bytes:
@@ -46,47 +43,55 @@ def format_response_error_event(exc: ProxyError, sequence_number: int) -> bytes:
 
 
 async def relay_response_events(
-    stream: UpstreamStream, on_finished: OnFinished | None = None
+    stream: UpstreamStream, caller: Meter, payload: dict[str, Any]
 ) -> AsyncIterator[bytes]:
     """Pass Responses events through as they arrive, until the terminal one.
 
-    The events one upstream read completed go out as one piece, as for chat.
-    `on_finished` is awaited with the terminal event's `response` (status, usage), or with
-    None after a break, once its last piece has gone out.
+    The events one upstream read completed go out as one piece, as for chat. The tokens are
+    counted however the relay ends (terminal event, upstream error, caller gone, deadline,
+    stalled reader): the terminal response's usage, or an estimate from the prompt and the
+    text of every `*.delta` event sent.
     """
     ready: list[bytes] = []
     last_sequence = -1
+    usage: Any = None
+    sent_chars = 0
     try:
         async for blocks in stream.event_batches():
-            finished: dict[str, Any] | None = None
+            finished = False
             for block in blocks:
                 event = _parse_event(block)
                 if event is not None:
-                    if event.get("type") == "error":
+                    kind = event.get("type")
+                    if kind == "error":
                         # Replaced by this proxy's error event, which takes its place in order.
                         raise _error_from_event(event, stream)
                     sequence = event.get("sequence_number")
                     if isinstance(sequence, int) and not isinstance(sequence, bool):
                         last_sequence = max(last_sequence, sequence)
+                    delta = event.get("delta")
+                    if isinstance(delta, str) and isinstance(kind, str) and kind.endswith(".delta"):
+                        sent_chars += len(delta)
+                    if kind in TERMINAL_EVENTS:
+                        response = event.get("response")
+                        usage = response.get("usage") if isinstance(response, dict) else None
+                        finished = True
                 ready.append(block + b"\n\n")
-                if event is not None and event.get("type") in TERMINAL_EVENTS:
-                    response = event.get("response")
-                    finished = response if isinstance(response, dict) else {}
+                if finished:
                     break
             piece = b"".join(ready)
             ready.clear()
+            if finished:
+                await caller.charge(usage, payload=payload, answer_chars=sent_chars)
             yield piece
-            if finished is not None:
-                if on_finished is not None:
-                    await on_finished(finished)
+            if finished:
                 return
         raise UpstreamError("The upstream stream ended before it was complete.")
     except ProxyError as exc:
         ready.append(format_response_error_event(exc, last_sequence + 1))
         yield b"".join(ready)
-        if on_finished is not None:
-            await on_finished(None)
     finally:
+        await caller.charge(usage, payload=payload, answer_chars=sent_chars)
         await stream.aclose()
 
 
