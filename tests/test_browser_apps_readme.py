@@ -31,8 +31,11 @@ def _snippet(language: str) -> str:
     return blocks[0]
 
 
-def _proxy(upstream: respx.Router) -> TestClient:
-    keys = f'[keys.mobile-app]\nsha256 = "{hashlib.sha256(CANARY_KEY.encode()).hexdigest()}"\n'
+KEY_SHA256 = hashlib.sha256(CANARY_KEY.encode()).hexdigest()
+
+
+def _proxy(upstream: respx.Router, key_sha256: str = KEY_SHA256) -> TestClient:
+    keys = f'[keys.mobile-app]\nsha256 = "{key_sha256}"\n'
     upstream.post(CHAT).respond(200, json=chat_completion())
     settings = make_settings(token_secret=SECRET, keys_toml=keys)
     app = create_app(settings, transport=httpx.MockTransport(upstream.async_handler))
@@ -40,6 +43,15 @@ def _proxy(upstream: respx.Router) -> TestClient:
 
 
 def _accepted(upstream: respx.Router, token: str) -> None:
+    """The proxy accepts `token`, and refuses it once the key has been rotated."""
+    rotated = hashlib.sha256(b"pg_test_canary_key_rotated").hexdigest()
+    with _proxy(upstream, rotated) as client:
+        response = client.post(
+            CHAT,
+            json={"messages": [{"role": "user", "content": "Hi"}]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 401 and "rotated" in response.text
     with _proxy(upstream) as client:
         response = client.post(
             CHAT,
@@ -54,6 +66,7 @@ def test_readme_python_snippet_mints_a_token_the_proxy_accepts(
     upstream: respx.Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TOKEN_SECRET", SECRET)
+    monkeypatch.setenv("KEY_SHA256", KEY_SHA256.upper())  # either case works
     namespace: dict[str, object] = {}
     exec(compile(_snippet("python"), "README.md", "exec"), namespace)
     _accepted(upstream, str(namespace["token"]))
@@ -69,7 +82,7 @@ def test_readme_javascript_snippet_mints_a_token_the_proxy_accepts(
         pytest.skip("node is missing: the README's JavaScript snippet is not tested")
     script = tmp_path / "mint.mjs"
     script.write_text(_snippet("js") + "\nconsole.log(token);\n")
-    env = {"PATH": os.environ.get("PATH", ""), "TOKEN_SECRET": SECRET}
+    env = {"PATH": os.environ.get("PATH", ""), "TOKEN_SECRET": SECRET, "KEY_SHA256": KEY_SHA256}
     done = subprocess.run(
         [node, str(script)], capture_output=True, text=True, env=env, timeout=30, check=False
     )

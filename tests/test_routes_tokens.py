@@ -37,6 +37,9 @@ OTHER_MODEL = "Qwen/Qwen3-4B"
 SECRET = CANARY_TOKEN_SECRET
 T0 = 1_800_000_000.0  # a minute's first second
 KEY_SHA256 = hashlib.sha256(CANARY_KEY.encode()).hexdigest()
+# The `key_hash` claim of the canary key's tokens, computed as the README says a backend does.
+KEY_HASH = hashlib.sha256(KEY_SHA256.encode()).hexdigest()[:16]
+ROTATED_KEY = "pg_test_canary_key_rotated"
 RSA = new_key("rsa-1")
 
 
@@ -226,7 +229,7 @@ def test_a_token_whose_key_expired_is_void(upstream: respx.Router, clock: Clock)
     keys = policy(expires="2027-01-15T08:10:00Z")
     hand_made = {
         "iss": "promptgate", "aud": "promptgate", "sub": "alice", "key": "browser-app",
-        "models": None, "rpm": None, "tpm": None, "daily_tokens": None,
+        "key_hash": KEY_HASH, "models": None, "rpm": None, "tpm": None, "daily_tokens": None,
         "iat": int(T0) + 500, "exp": int(T0) + 1100, "jti": "j1",
     }  # fmt: skip
     token = jwt.encode(hand_made, SECRET, algorithm="HS256")  # an app's backend minted it
@@ -234,6 +237,37 @@ def test_a_token_whose_key_expired_is_void(upstream: respx.Router, clock: Clock)
         clock.now = T0 + 700
         response = client.post(CHAT, json=HELLO, headers=bearer(token))
     assert response.status_code == 401 and "has expired" in error_of(response)["message"]
+
+
+def test_rotating_a_key_voids_every_token_it_minted_by_the_proxy_or_a_backend(
+    upstream: respx.Router, clock: Clock
+) -> None:
+    hand_made = {
+        "iss": "promptgate", "aud": "promptgate", "sub": "bob", "key": "browser-app",
+        "key_hash": KEY_HASH, "models": None, "rpm": None, "tpm": None, "daily_tokens": None,
+        "iat": int(T0), "exp": int(T0) + 600, "jti": "j2",
+    }  # fmt: skip
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    with app_client(upstream, clock) as client:
+        minted = mint(client)["token"]
+        assert client.post(CHAT, json=HELLO, headers=bearer(minted)).status_code == 200
+    backend_minted = jwt.encode(hand_made, SECRET, algorithm="HS256")
+    # The key leaked: the owner deploys [keys.browser-app] with a new key's sha256.
+    rotated = policy().replace(KEY_SHA256, hashlib.sha256(ROTATED_KEY.encode()).hexdigest())
+    with app_client(upstream, clock, rotated, proxy_api_keys="") as client:
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 401  # the old key
+        for token in (minted, backend_minted):
+            refused = client.post(CHAT, json=HELLO, headers=bearer(token))
+            assert refused.status_code == 401
+            assert error_of(refused)["code"] == "invalid_token"
+            assert "rotated" in error_of(refused)["message"]
+        fresh = client.post("/v1/tokens", json={"user": "alice"}, headers=bearer(ROTATED_KEY))
+        assert fresh.status_code == 200
+        assert (
+            client.post(CHAT, json=HELLO, headers=bearer(fresh.json()["token"])).status_code == 200
+        )
+    calls = len(upstream.calls)
+    assert calls == 2  # the refused tokens reached nothing
 
 
 def test_a_token_sent_where_tokens_are_off_is_401_saying_so(

@@ -38,6 +38,9 @@ def forge(header: dict[str, Any], claims: dict[str, Any], hmac_key: bytes | None
     return f"{signing_input}.{_b64(signature)}"
 
 
+KEY_HASH = "0123456789abcdef"
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     """Valid claims of a proxy token issued at NOW, with `overrides` (None removes a claim)."""
     values: dict[str, Any] = {
@@ -45,6 +48,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
         "aud": "promptgate",
         "sub": "user-1",
         "key": "mobile-app",
+        "key_hash": KEY_HASH,
         "models": [MODEL],
         "rpm": 10,
         "tpm": 2000,
@@ -79,7 +83,7 @@ def _rejected(tokens: ProxyTokens, token: str) -> TokenRejectedError:
 def test_minted_token_verifies_and_carries_exactly_the_documented_claims(
     tokens: ProxyTokens,
 ) -> None:
-    parent = ParentKey(name="mobile-app", models=(MODEL,), rpm=60, tpm=40000)
+    parent = ParentKey(name="mobile-app", models=(MODEL,), rpm=60, tpm=40000, key_hash=KEY_HASH)
     ask = TokenAsk(user="user-1", ttl_s=600, rpm=10)
     grant = grant_token(ask, parent, allowed_models=[MODEL], max_ttl_s=3600, now=NOW)
     token = tokens.mint(grant)
@@ -111,6 +115,18 @@ def test_token_without_models_or_limits_leaves_them_to_the_parent_key(tokens: Pr
     )
     grant = tokens.verify(token)
     assert grant.models is None and grant.limits == {"rpm": None, "tpm": None, "daily_tokens": None}
+
+
+@pytest.mark.parametrize(
+    "key_hash", [None, "", "0123456789ABCDEF", "0123456789abcde", 12345678, "g" * 16]
+)
+def test_token_without_a_well_formed_key_hash_is_refused_naming_the_claim(
+    tokens: ProxyTokens, key_hash: Any
+) -> None:
+    token = jwt.encode(claims(key_hash=key_hash), SECRET, algorithm="HS256")
+    error = _rejected(tokens, token)
+    assert error.code == "invalid_token"
+    assert "key_hash" in error.message
 
 
 def test_alg_none_token_is_401_invalid_token(tokens: ProxyTokens) -> None:
@@ -154,7 +170,11 @@ def test_token_signed_with_the_previous_secret_still_verifies(tokens: ProxyToken
 
 def test_tokens_mint_with_the_current_secret_only(tokens: ProxyTokens, clock: Clock) -> None:
     grant = grant_token(
-        TokenAsk(user="u"), ParentKey("k"), allowed_models=[MODEL], max_ttl_s=60, now=NOW
+        TokenAsk(user="u"),
+        ParentKey("k", key_hash=KEY_HASH),
+        allowed_models=[MODEL],
+        max_ttl_s=60,
+        now=NOW,
     )
     token = tokens.mint(grant)
     after_rotation = ProxyTokens(SECRET, max_ttl_s=3600, clock=clock)

@@ -64,6 +64,13 @@ class NamedKey:
     user: str | None = None
 
 
+def key_hash(digest: bytes) -> str:
+    """A token's `key_hash` claim: the first 16 hex digits of the SHA-256 of the key's
+    `sha256` (64 lowercase hex digits, as ASCII). It changes when the key is rotated, which
+    voids every token minted with the old key, and reveals nothing usable of the key."""
+    return hashlib.sha256(digest.hex().encode()).hexdigest()[:16]
+
+
 def key_id(digest: bytes) -> str:
     """The name of a key from `PROXY_API_KEYS`: a short id that does not reveal the key."""
     return "key-" + digest.hex()[:8]

@@ -10,13 +10,14 @@ provider's token spends no key: its user gets the `[users]` policy.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lib.access.bearer import read_unverified, require_token_size
 from lib.access.identity import OidcVerifier
 from lib.access.jwks_source import JwksSource
-from lib.access.policy import ANONYMOUS, NamedKey, Policy
+from lib.access.policy import ANONYMOUS, NamedKey, Policy, key_hash
 from lib.access.token_scope import ParentKey, TokenAsk, TokenGrant, grant_token
 from lib.access.tokens import ISSUER, ProxyTokens
 from lib.errors import NotConfiguredError, TokenNotAllowedError, TokenRejectedError
@@ -106,6 +107,7 @@ class TokenGate:
             tpm=policy.tpm,
             daily_tokens=policy.daily_tokens,
             expires_at=policy.expires.timestamp() if policy.expires else None,
+            key_hash=key_hash(key.digest),
         )
         grant = grant_token(
             ask,
@@ -121,6 +123,11 @@ class TokenGate:
         if key is None:
             raise TokenRejectedError(
                 "The key that minted this token is no longer configured, so the token is void."
+            )
+        if not hmac.compare_digest(grant.key_hash, key_hash(key.digest)):
+            raise TokenRejectedError(
+                "The key that minted this token has been rotated (its sha256 changed), so "
+                "the token is void; mint a new one with the new key."
             )
         expires = key.policy.expires
         if expires is not None and self._clock() >= expires.timestamp():

@@ -32,6 +32,7 @@ class ParentKey:
     tpm: int | None = None
     daily_tokens: int | None = None
     expires_at: float | None = None
+    key_hash: str = ""  # the key's current secret, in short (`policy.key_hash`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class TokenGrant:
     issued_at: int
     expires_at: int
     jti: str
+    key_hash: str = ""
 
     @property
     def limits(self) -> dict[str, int | None]:
@@ -103,6 +105,7 @@ def grant_token(
         issued_at=issued_at,
         expires_at=issued_at + _narrow_ttl(ask.ttl_s, parent, max_ttl_s, issued_at),
         jti=secrets.token_urlsafe(16),
+        key_hash=parent.key_hash,
     )
 
 

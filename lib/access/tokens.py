@@ -1,13 +1,15 @@
 """The proxy's own tokens: short-lived HS256 JWTs, each naming one end user and its scope.
 
 Claims (a contract: an app's backend may mint the same tokens with any JWT library):
-`iss` and `aud` "promptgate", `sub` (the user), `key` (the parent key's name), `models`,
+`iss` and `aud` "promptgate", `sub` (the user), `key` (the parent key's name), `key_hash`
+(`policy.key_hash` of the parent's `sha256`: rotating the key voids the token), `models`,
 `rpm`, `tpm`, `daily_tokens` (null when the token sets no such limit), `iat`, `exp`, `jti`.
 Imported only when `TOKEN_SECRET` is set (it loads PyJWT through `jwt_codec`).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +21,22 @@ from lib.model_ids import is_valid_model_id
 from lib.settings import MIN_TOKEN_SECRET_CHARS
 
 ISSUER = AUDIENCE = "promptgate"
-CLAIMS = ("iss", "aud", "sub", "key", "models", "rpm", "tpm", "daily_tokens", "iat", "exp", "jti")
-_REQUIRED = ("iss", "aud", "sub", "key", "iat", "exp", "jti")
+CLAIMS = (
+    "iss",
+    "aud",
+    "sub",
+    "key",
+    "key_hash",
+    "models",
+    "rpm",
+    "tpm",
+    "daily_tokens",
+    "iat",
+    "exp",
+    "jti",
+)
+_REQUIRED = ("iss", "aud", "sub", "key", "key_hash", "iat", "exp", "jti")
+_KEY_HASH = re.compile(r"^[0-9a-f]{16}$")
 DEFAULT_MAX_TTL_S = 3600
 
 
@@ -53,6 +69,7 @@ class ProxyTokens:
             "aud": AUDIENCE,
             "sub": grant.user,
             "key": grant.key,
+            "key_hash": grant.key_hash,
             "models": None if grant.models is None else list(grant.models),
             **grant.limits,
             "iat": grant.issued_at,
@@ -78,6 +95,12 @@ def _grant_from_claims(claims: dict[str, Any]) -> TokenGrant:
         raise TokenRejectedError("The token's subject (sub) must be 1-128 printable characters.")
     if not isinstance(key, str) or not key:
         raise TokenRejectedError("The token's claim 'key' must name the key that minted it.")
+    key_hash = claims["key_hash"]
+    if not isinstance(key_hash, str) or not _KEY_HASH.match(key_hash):
+        raise TokenRejectedError(
+            "The token's claim 'key_hash' must be 16 lowercase hex digits: the start of the "
+            "SHA-256 of the key's sha256."
+        )
     models = claims.get("models")
     if models is not None and (
         not isinstance(models, list)
@@ -103,4 +126,5 @@ def _grant_from_claims(claims: dict[str, Any]) -> TokenGrant:
         issued_at=int(claims["iat"]),
         expires_at=int(claims["exp"]),
         jti=str(claims["jti"]),
+        key_hash=key_hash,
     )
