@@ -149,6 +149,13 @@ class NotStoredError(NotFoundError):
     code = "not_stored"
 
 
+class NotEnabledError(NotFoundError):
+    """An optional feature the owner has not turned on (the message says how): a 404, which
+    no SDK or load balancer retries, not a 503."""
+
+    code = "not_enabled"
+
+
 class NotConfiguredError(ProxyError):
     """The deployment is missing a setting it needs to serve this route."""
 

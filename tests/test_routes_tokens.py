@@ -164,12 +164,22 @@ def test_minting_past_the_keys_expiry_is_400(upstream: respx.Router, clock: Cloc
         assert mint(client)["expires_at"] == int(T0) + 300
 
 
-def test_minting_without_token_secret_is_503_saying_what_to_set(
-    upstream: respx.Router, clock: Clock
+@pytest.mark.parametrize("oidc", [False, True], ids=["no tokens", "identity provider only"])
+def test_minting_without_token_secret_is_404_not_enabled_saying_how_to_turn_it_on(
+    upstream: respx.Router, clock: Clock, oidc: bool
 ) -> None:
-    with app_client(upstream, clock, token_secret=None) as client:
+    settings: dict[str, Any] = {"token_secret": None}
+    if oidc:
+        settings.update(oidc_issuer="https://id.example.test", oidc_audience="app")
+    with app_client(upstream, clock, **settings) as client:
         response = client.post("/v1/tokens", json={"user": "alice"}, headers=AUTH)
-    assert response.status_code == 503 and "TOKEN_SECRET" in error_of(response)["message"]
+        stranger = client.post("/v1/tokens", json={"user": "alice"})
+    assert response.status_code == 404  # a 503 would be retried by SDKs and load balancers
+    assert error_of(response)["code"] == "not_enabled"
+    assert (
+        "set" in error_of(response)["message"] and "TOKEN_SECRET" in error_of(response)["message"]
+    )
+    assert stranger.status_code == 401  # a caller without a key learns nothing
 
 
 def test_minting_needs_a_key(upstream: respx.Router, clock: Clock) -> None:

@@ -19,7 +19,7 @@ from lib.access.keys import KeyRing, new_key
 from lib.access.limits import RATE_LIMIT_HEADERS, AccessRecord, Limiter, Remaining, nearest_limit
 from lib.access.policy import NamedKey, Policy, load_policies
 from lib.access.token_scope import TokenAsk, TokenGrant
-from lib.errors import NotConfiguredError, TokenNotAllowedError, TokenRejectedError
+from lib.errors import NotEnabledError, TokenNotAllowedError, TokenRejectedError
 from lib.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,15 +96,15 @@ class AccessControl:
 
     def mint(self, caller: Caller, ask: TokenAsk) -> tuple[str, TokenGrant]:
         """A token for `ask`, carved from the caller's key. Refuses a caller holding a token
-        (403), a deployment without `TOKEN_SECRET` (503) and asking too much (400)."""
+        (403), a deployment without `TOKEN_SECRET` (404 `not_enabled`) and asking too much (400)."""
         if caller.via_token:
             raise TokenNotAllowedError(
                 "Tokens cannot mint tokens: POST /v1/tokens takes a client key."
             )
         if self.tokens is None:
-            raise NotConfiguredError(
-                "This deployment mints no tokens: set TOKEN_SECRET (32+ random characters) "
-                "in the server's environment."
+            raise NotEnabledError(
+                "This deployment mints no tokens: the owner turns minting on by setting "
+                "TOKEN_SECRET (32+ random characters) in the server's environment."
             )
         return self.tokens.mint(caller.key, ask)
 

@@ -20,7 +20,7 @@ from lib.access.jwks_source import JwksSource
 from lib.access.policy import ANONYMOUS, NamedKey, Policy, key_hash
 from lib.access.token_scope import ParentKey, TokenAsk, TokenGrant, grant_token
 from lib.access.tokens import ISSUER, ProxyTokens
-from lib.errors import NotConfiguredError, TokenNotAllowedError, TokenRejectedError
+from lib.errors import NotEnabledError, TokenNotAllowedError, TokenRejectedError
 from lib.settings import Settings
 
 # The key that identity-provider users spend: it has no limits of its own (GLOBAL_DAILY_TOKENS
@@ -90,9 +90,9 @@ class TokenGate:
     def mint(self, key: NamedKey, ask: TokenAsk) -> tuple[str, TokenGrant]:
         """A new token for `ask`, narrowing `key`; raises `TokenScopeError` (400, the field)."""
         if self._proxy_tokens is None:
-            raise NotConfiguredError(
-                "This deployment mints no tokens: set TOKEN_SECRET (32+ random characters) "
-                "in the server's environment."
+            raise NotEnabledError(
+                "This deployment mints no tokens: the owner turns minting on by setting "
+                "TOKEN_SECRET (32+ random characters) in the server's environment."
             )
         if key.name == ANONYMOUS:
             raise TokenNotAllowedError(
