@@ -36,4 +36,8 @@ async def create_embeddings(
     # The router reports no tokens (its usage is a word count): estimate from the input.
     reported = result.usage.model_dump() if settings.upstream_api == "openai" else None
     await caller.charge(reported, payload={"input": body.input})
-    return json_response(result.model_dump_json().encode())
+    return json_response(
+        result.model_dump_json().encode(),
+        deadline=call.deadline,
+        idle_timeout_s=settings.stream_idle_timeout_s,
+    )

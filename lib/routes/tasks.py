@@ -129,7 +129,8 @@ async def run_pipeline(
         services(request).upstream, payload, call, services(request).settings.embedding_batch_size
     )
     await caller.charge(None, payload=payload)  # an estimate from the input's text
-    return json_response(content)
+    idle_s = services(request).settings.stream_idle_timeout_s
+    return json_response(content, deadline=call.deadline, idle_timeout_s=idle_s)
 
 
 @task_router.post(

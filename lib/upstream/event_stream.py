@@ -22,22 +22,29 @@ DONE_EVENT = b"data: [DONE]\n\n"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class EventStreamResponse(StreamingResponse):
-    """An event stream whose every send to the caller is bounded, as its upstream reads are.
+class BoundedStreamingResponse(StreamingResponse):
+    """A streamed response whose every send to the caller is bounded, as upstream reads are.
 
     A caller who stops reading makes a send block once the socket's buffers are full. Each
-    send must finish within the idle limit and before the request's deadline; when one
-    does not, the relay is closed (and with it the upstream response and its connection)
-    and the connection to the caller is dropped, since nothing more can reach them.
+    send must finish within the idle limit and before the request's deadline (loop time);
+    when one does not, the body iterator is closed (and with it whatever it holds: the
+    upstream response and its connection, or the answer's bytes) and the connection to the
+    caller is dropped, since nothing more can reach them.
     """
 
-    media_type = "text/event-stream"
-
-    def __init__(self, events: AsyncIterator[bytes], stream: UpstreamStream) -> None:
-        super().__init__(events, headers=STREAM_HEADERS)
-        self._events = events
-        self._deadline = stream.deadline
-        self._idle_timeout_s = stream.idle_timeout_s
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        deadline: float,
+        idle_timeout_s: float,
+        headers: dict[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        super().__init__(body, headers=headers, media_type=media_type)
+        self._body = body
+        self._deadline = deadline
+        self._idle_timeout_s = idle_timeout_s
         self._state: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -45,7 +52,7 @@ class EventStreamResponse(StreamingResponse):
         await super().__call__(scope, receive, send)
 
     async def stream_response(self, send: Send) -> None:
-        """Send the head and every event, each send within its bound."""
+        """Send the head and every piece, each send within its bound."""
         loop = asyncio.get_running_loop()
 
         async def bounded_send(message: Message) -> None:
@@ -55,14 +62,29 @@ class EventStreamResponse(StreamingResponse):
         try:
             head = {"status": self.status_code, "headers": self.raw_headers}
             await bounded_send({"type": "http.response.start", **head})
-            async for chunk in self._events:
+            async for chunk in self._body:
                 await bounded_send({"type": "http.response.body", "body": chunk, "more_body": True})
             await bounded_send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
             # The log line tells it apart from a caller who hung up.
             self._state["caller_stalled"] = True
         finally:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._body.aclose()  # type: ignore[attr-defined]
+
+
+class EventStreamResponse(BoundedStreamingResponse):
+    """An event stream relayed from `stream`, its sends bounded by the stream's own deadline
+    and idle limit."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes], stream: UpstreamStream) -> None:
+        super().__init__(
+            events,
+            deadline=stream.deadline,
+            idle_timeout_s=stream.idle_timeout_s,
+            headers=STREAM_HEADERS,
+        )
 
 
 def format_event(data: Any) -> bytes:
