@@ -263,20 +263,26 @@ class Limiter:
         )
 
 
-def nearest_limit(holders: Sequence[tuple[NamedKey, Remaining]]) -> NamedKey | None:
+def nearest_limit(
+    holders: Sequence[tuple[NamedKey, Remaining]], completion_cap: int | None = None
+) -> NamedKey | None:
     """Of the holders a request is counted on, the one nearer to refusing: the smallest share
-    left of any of its limits (the first on a tie); None when no limit applies."""
+    left of any of its limits (the first on a tie), a token limit's share counting only what
+    is left beyond one capped answer (admission reserves it); None when no limit applies."""
     nearest, least = None, math.inf
+    held = completion_cap or 0
     for holder, left in holders:
         policy = holder.policy
         pairs = (
-            (policy.rpm, left.requests_this_minute),
-            (policy.tpm, left.tokens_this_minute),
-            (policy.daily_tokens, left.tokens_today),
+            (policy.rpm, left.requests_this_minute, 0),
+            (policy.tpm, left.tokens_this_minute, held),
+            (policy.daily_tokens, left.tokens_today, held),
         )
-        for limit, remaining in pairs:
-            if limit and remaining is not None and remaining / limit < least:
-                nearest, least = holder, remaining / limit
+        for limit, remaining, reserved in pairs:
+            if limit and remaining is not None:
+                share = max(remaining - reserved, 0) / limit
+                if share < least:
+                    nearest, least = holder, share
     return nearest
 
 

@@ -24,7 +24,7 @@ async def limits(request: Request, caller: CallerDep) -> LimitsReport:
     limiter = services(request).access.limiter
     holders = [h for h in (caller.user, caller.key) if h is not None]
     remaining = await limiter.remaining(holders)
-    nearest = nearest_limit(list(zip(holders, remaining, strict=True)))
+    nearest = nearest_limit(list(zip(holders, remaining, strict=True)), caller.completion_cap)
     first = holders[0]
     report = LimitsReport(
         key=caller.name,

@@ -78,7 +78,8 @@ class LimitsReport(BaseModel):
     )
     nearest_limit: Literal["user", "key"] | None = Field(
         default=None,
-        description="Whose limits are nearer to refusing (the smallest share left of any "
-        "limit); null when none applies.",
+        description="Whose limits are nearer to refusing: the smallest share left of any "
+        "limit, a token limit counting what is left beyond one answer of `max_tokens`; null "
+        "when none applies.",
     )
     limits_store: Literal["memory", "redis"]
