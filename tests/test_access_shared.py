@@ -225,6 +225,7 @@ def test_a_stream_the_caller_hangs_up_on_counts_what_was_relayed(
     body = {"messages": [{"role": "user", "content": prompt}], "stream": True}
     deployment.standin.token_delay_s = 0.1  # one word every 0.1 s
     received = ""
+    ends = len(deployment.standin.stream_ends)
     try:
         with httpx.stream(
             "POST", f"{url}/v1/chat/completions", json=body, headers=_auth(STREAM_KEY), timeout=30
@@ -237,13 +238,13 @@ def test_a_stream_the_caller_hangs_up_on_counts_what_was_relayed(
                         break  # hang up mid-stream
     finally:
         deployment.standin.token_delay_s = 0.0
-    limits_url = f"{url}/api/limits"
+    # The relay settles the request's reservation before it closes the upstream stream.
     deadline = time.monotonic() + 10
-    spent = 0
-    while time.monotonic() < deadline and not spent:
-        remaining = httpx.get(limits_url, headers=_auth(STREAM_KEY)).json()["remaining"]
-        spent = 100000 - remaining["tokens_this_minute"]
-        time.sleep(0.1)
+    while len(deployment.standin.stream_ends) <= ends and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)
+    remaining = httpx.get(f"{url}/api/limits", headers=_auth(STREAM_KEY)).json()["remaining"]
+    spent = 100000 - remaining["tokens_this_minute"]
     # No usage arrived: the prompt and the words relayed, estimated at 4 characters a token.
     prompt_tokens = math.ceil(len(prompt) / 4)
     whole_answer = len("Hello from the stand-in upstream! You said: " + prompt)
