@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from lib.access.bearer import bearer_value, looks_like_jwt
 from lib.access.caller import Caller
 from lib.access.keys import KeyRing, new_key
-from lib.access.limits import RATE_LIMIT_HEADERS, AccessRecord, Limiter, Remaining, nearest_limit
+from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
 from lib.access.policy import NamedKey, Policy, load_policies
+from lib.access.refusals import RATE_LIMIT_HEADERS
 from lib.access.token_scope import TokenAsk, TokenGrant
 from lib.errors import NotEnabledError, TokenNotAllowedError, TokenRejectedError
 from lib.settings import Settings

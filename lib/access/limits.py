@@ -19,35 +19,31 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from lib.access.policy import NamedKey
+from lib.access.refusals import (
+    DAY_S,
+    MINUTE_S,
+    REFUSED_BY,
+    rate_limit_headers,
+    refusal,
+    resets_in,
+)
 from lib.access.stores import (
     NO_LIMIT,
     Account,
-    AccountCounts,
     Counts,
     LimitStore,
     MemoryStore,
     Verdict,
     Windows,
 )
-from lib.errors import LimitStoreError, ProxyError, QuotaExceededError, RateLimitExceededError
+from lib.errors import LimitStoreError
 
-_MINUTE_S = 60
-_DAY_S = 86_400
 # After a failure, the shared store is not asked again for this long: a hung store costs
 # one bounded wait every few seconds, not one per request.
 _STORE_RETRY_AFTER_S = 2.0
 _FAILURE_LOG_EVERY_S = 60.0
 _PREFIX = "promptgate:limits"
 _T = TypeVar("_T")
-# Every header a limited response may carry (CORS exposes them to browsers).
-RATE_LIMIT_HEADERS = (
-    *(
-        f"x-ratelimit-{part}-{unit}"
-        for unit in ("requests", "tokens")
-        for part in ("limit", "remaining", "reset")
-    ),
-    "x-should-retry",
-)
 
 
 @dataclass(slots=True)
@@ -148,16 +144,16 @@ class Limiter:
             raise
         headers: dict[str, str] = {}
         for holder, held in reversed(list(zip(counted, counts.accounts, strict=True))):
-            headers.update(_rate_limit_headers(holder, held, windows))
+            headers.update(rate_limit_headers(holder, held, windows))
         if counts.verdict is Verdict.ADMITTED:
             return headers, Reservation(windows, store, reserve)
         if counts.refused < 0:
-            record.refused_by = _REFUSED_BY[counts.verdict]
-            raise _refusal(None, counts.verdict, windows, headers, reserve, counts)
+            record.refused_by = REFUSED_BY[counts.verdict]
+            raise refusal(None, counts.verdict, windows, headers, reserve, counts)
         holder = counted[counts.refused]
         prefix = "user_" if holder.user is not None else ""
-        record.refused_by = prefix + _REFUSED_BY[counts.verdict]
-        raise _refusal(holder, counts.verdict, windows, headers, reserve, counts)
+        record.refused_by = prefix + REFUSED_BY[counts.verdict]
+        raise refusal(holder, counts.verdict, windows, headers, reserve, counts)
 
     async def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace the tokens held by `reservation` with `tokens`, the request's real count
@@ -188,8 +184,8 @@ class Limiter:
                     self._global_daily_tokens if holder.user is None else None,
                     counts.global_day_tokens,
                 ),
-                minute_resets_in_s=_resets_in(windows.now, _MINUTE_S),
-                day_resets_in_s=_resets_in(windows.now, _DAY_S),
+                minute_resets_in_s=resets_in(windows.now, MINUTE_S),
+                day_resets_in_s=resets_in(windows.now, DAY_S),
             )
             for holder, held in zip(holders, counts.accounts, strict=True)
         ]
@@ -238,7 +234,7 @@ class Limiter:
 
     def _windows(self, holders: Sequence[NamedKey]) -> Windows:
         now = self._clock()
-        minute, day = int(now // _MINUTE_S), int(now // _DAY_S)  # day: since 1970-01-01, UTC
+        minute, day = int(now // MINUTE_S), int(now // DAY_S)  # day: since 1970-01-01, UTC
         counts_deployment = self._global_daily_tokens is not None and any(
             holder.user is None for holder in holders
         )
@@ -257,8 +253,8 @@ class Limiter:
             global_daily_tokens=(self._global_daily_tokens or NO_LIMIT)
             if counts_deployment
             else NO_LIMIT,
-            minute_ttl_s=2 * _MINUTE_S,
-            day_ttl_s=2 * _DAY_S,
+            minute_ttl_s=2 * MINUTE_S,
+            day_ttl_s=2 * DAY_S,
             now=now,
         )
 
@@ -288,102 +284,3 @@ def nearest_limit(
 
 def _left(limit: int | None, used: int) -> int | None:
     return None if limit is None else max(limit - used, 0)
-
-
-def _resets_in(now: float, window_s: int) -> int:
-    return max(math.ceil(window_s - now % window_s), 1)
-
-
-def _duration(seconds: int) -> str:
-    """OpenAI's reset format: `12s`, `6m0s`, `17h3m20s`."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-def _rate_limit_headers(key: NamedKey, counts: AccountCounts, windows: Windows) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-*` headers for the limits `key` has (tokens: per minute, else day)."""
-    policy = key.policy
-    headers: dict[str, str] = {}
-    minute_reset = _duration(_resets_in(windows.now, _MINUTE_S))
-    if policy.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(policy.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(policy.rpm - counts.requests, 0))
-        headers["x-ratelimit-reset-requests"] = minute_reset
-    if policy.tpm is not None:
-        token_limit, used, reset = policy.tpm, counts.minute_tokens, minute_reset
-    elif policy.daily_tokens is not None:
-        token_limit, used = policy.daily_tokens, counts.day_tokens
-        reset = _duration(_resets_in(windows.now, _DAY_S))
-    else:
-        return headers
-    headers["x-ratelimit-limit-tokens"] = str(token_limit)
-    headers["x-ratelimit-remaining-tokens"] = str(max(token_limit - used, 0))
-    headers["x-ratelimit-reset-tokens"] = reset
-    return headers
-
-
-def _refusal(
-    key: NamedKey | None,
-    verdict: Verdict,
-    windows: Windows,
-    headers: dict[str, str],
-    reserve: int,
-    counts: Counts,
-) -> ProxyError:
-    """The 429 for `verdict`; `key` is the holder refused, None for the deployment's day."""
-    if key is None:
-        wait = _resets_in(windows.now, _DAY_S)
-        limit, used = windows.global_daily_tokens, counts.global_day_tokens
-        message = "This deployment has used its daily token budget"
-        if used < limit:
-            message = "This deployment's daily token budget cannot fit this request"
-        return QuotaExceededError(
-            f"{message}{_reserve_note(reserve, limit, used)}; the budget resets at 00:00 UTC, "
-            f"in {_duration(wait)}.",
-            headers={**headers, "Retry-After": str(wait)},  # and x-should-retry: false
-        )
-    policy = key.policy
-    held = counts.accounts[counts.refused]
-    who = f"user '{key.user[:64]}'" if key.user is not None else f"key '{key.name}'"
-    if verdict in (Verdict.RPM, Verdict.TPM):
-        wait = _resets_in(windows.now, _MINUTE_S)
-        if verdict is Verdict.RPM:
-            what = f"{policy.rpm} requests per minute"
-        else:
-            note = _reserve_note(reserve, policy.tpm or 0, held.minute_tokens)
-            what = f"{policy.tpm} tokens per minute{note}"
-        return RateLimitExceededError(
-            f"Rate limit reached for {who}: {what}. Try again in {wait} s.",
-            headers={**headers, "Retry-After": str(wait)},
-        )
-    wait = _resets_in(windows.now, _DAY_S)
-    note = _reserve_note(reserve, policy.daily_tokens or 0, held.day_tokens)
-    spent = "cannot fit this request in" if note else "has used"
-    message = f"{who[0].upper()}{who[1:]} {spent} its {policy.daily_tokens} tokens for today"
-    return QuotaExceededError(
-        f"{message}{note}; the budget resets at 00:00 UTC, in {_duration(wait)}.",
-        headers={**headers, "Retry-After": str(wait)},  # and x-should-retry: false
-    )
-
-
-def _reserve_note(reserve: int, limit: int, used: int) -> str:
-    """Why a limit not yet spent refused: this request's worst case does not fit."""
-    if used >= limit:
-        return ""
-    return (
-        f" (this request may use up to {reserve} tokens: its size in bytes / 4, plus the "
-        f"max_tokens cap; {limit - used} are left)"
-    )
-
-
-_REFUSED_BY = {
-    Verdict.RPM: "rpm",
-    Verdict.TPM: "tpm",
-    Verdict.DAILY_TOKENS: "daily_tokens",
-    Verdict.GLOBAL_DAILY_TOKENS: "global_daily_tokens",
-}
