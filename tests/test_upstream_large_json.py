@@ -16,6 +16,7 @@ from lib.upstream import json_response
 from lib.upstream.large_json import STREAM_ABOVE_BYTES
 from tests.conftest import AUTH, CANARY_TOKEN
 from tests.servers import serve_proxy_and_standin
+from tests.test_upstream_chat_relay import _never_reading_send, _no_disconnect
 
 pytestmark = pytest.mark.anyio
 
@@ -23,16 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def _never_reading_send(message: dict) -> None:
-    if message["type"] == "http.response.body":
-        await asyncio.Event().wait()  # a caller whose socket buffers are full
-
-
-async def _no_disconnect() -> dict:
-    await asyncio.Event().wait()
-    return {"type": "http.disconnect"}
 
 
 async def test_a_small_answer_goes_in_one_piece() -> None:
