@@ -74,17 +74,17 @@ def live_proxy(
     store_url: str | None, keys_toml: str | None = None, **settings: Any
 ) -> Iterator[Live]:
     state = StandinState(token=CANARY_TOKEN)
-    with serve_proxy_and_standin(
-        state,
-        keys_toml=keys_toml or key_policy(),
-        proxy_api_keys="",
-        redis_url=store_url,
-        allowed_models=f"{MODEL},{GENERATOR}",
-        token_secret=CANARY_TOKEN_SECRET,
-        limits_on_store_error="closed",
-        limits_store_timeout_s=2.0,
+    values: dict[str, Any] = {
+        "keys_toml": keys_toml or key_policy(),
+        "proxy_api_keys": "",
+        "redis_url": store_url,
+        "allowed_models": f"{MODEL},{GENERATOR}",
+        "token_secret": CANARY_TOKEN_SECRET,
+        "limits_on_store_error": "closed",
+        "limits_store_timeout_s": 2.0,
         **settings,
-    ) as url:
+    }
+    with serve_proxy_and_standin(state, **values) as url:
         yield Live(url, state)
 
 
@@ -331,3 +331,25 @@ def test_api_limits_shows_a_token_holder_the_keys_limits_and_the_nearer_one(live
     spent = 1_000 - report["remaining"]["tokens_today"]
     assert spent > 0 and report["key_remaining"]["tokens_today"] == DAILY - spent
     assert report["nearest_limit"] == "user"  # a smaller share of 1,000 is left than of 100,000
+
+
+def test_a_rotated_key_voids_the_tokens_it_minted(store_url: str | None) -> None:
+    with live_proxy(store_url) as proxy:
+        alice = _mint(proxy)
+        assert proxy.post(_CHAT, _body_for(_CHAT, {}), alice).status_code == 200
+    new_key = "pg_test_canary_key_spender_rotated"
+    rotated = key_policy().replace(
+        hashlib.sha256(KEY.encode()).hexdigest(), hashlib.sha256(new_key.encode()).hexdigest()
+    )
+    with live_proxy(store_url, rotated) as proxy:
+        refused = proxy.post(_CHAT, _body_for(_CHAT, {}), alice)
+        assert refused.status_code == 401 and "rotated" in refused.json()["error"]["message"]
+        assert not proxy.state.received
+
+
+def test_minting_where_tokens_are_off_is_404_not_enabled(store_url: str | None) -> None:
+    with live_proxy(store_url, token_secret=None) as proxy:
+        answer = proxy.post("/v1/tokens", {"user": "alice"})
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_enabled"
+    assert "TOKEN_SECRET" in answer.json()["error"]["message"]

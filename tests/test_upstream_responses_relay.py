@@ -92,6 +92,10 @@ async def test_error_event_text_is_redacted_before_it_is_cut() -> None:
         assert CANARY_TOKEN[start : start + 12] not in last["message"]
 
 
-async def test_a_send_that_does_not_finish_ends_the_response_and_closes_the_upstream() -> None:
+async def test_a_send_that_does_not_finish_ends_the_response_closes_the_upstream_and_charges() -> (
+    None
+):
     stream = FakeStream(EVENTS, idle_s=0.3)
-    await relay_to_a_caller_who_stops_reading(relay(stream), stream)
+    meter = RecordingMeter()
+    await relay_to_a_caller_who_stops_reading(relay(stream, meter), stream)
+    assert meter.charges == [(None, 0)]  # the stalled caller got no delta: the prompt alone
