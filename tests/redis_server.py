@@ -25,6 +25,7 @@ class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     password: str | None = None
+    tls_port: int | None = None  # also served over TLS there, when started with `tls`
 
     @property
     def url(self) -> str:
@@ -74,21 +75,32 @@ def redis_server_binary() -> str:
     return binary
 
 
-@contextmanager
-def run_redis_server(
-    password: str | None = None, binary: str | None = None
-) -> Iterator[RedisServer]:
-    """Start redis-server (`binary`, else the one installed) on a free port, with no
-    persistence; stop it on exit."""
-    binary = binary or redis_server_binary()
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def run_redis_server(
+    password: str | None = None,
+    binary: str | None = None,
+    tls: tuple[str, str] | None = None,
+) -> Iterator[RedisServer]:
+    """Start redis-server (`binary`, else the one installed) on a free port, with no
+    persistence; with `tls` (certificate and key files), also on a TLS port; stop it on exit."""
+    binary = binary or redis_server_binary()
+    port = _free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     if password:
         args += ["--requirepass", password]
+    tls_port = None
+    if tls:
+        tls_port = _free_port()
+        args += ["--tls-port", str(tls_port), "--tls-cert-file", tls[0], "--tls-key-file", tls[1]]
+        args += ["--tls-auth-clients", "no"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(port, process, password)
+    server = RedisServer(port, process, password, tls_port)
     deadline = time.monotonic() + 10
     while True:
         try:

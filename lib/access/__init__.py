@@ -66,7 +66,9 @@ class AccessControl:
         if (url := settings.limits_store_url) is not None:
             from lib.access.redis_store import RedisStore
 
-            store = RedisStore(url.get_secret_value(), timeout_s=settings.limits_store_timeout_s)
+            store = RedisStore(
+                url.get_secret_value(), timeout_s=settings.limits_store_timeout_s, logger=logger
+            )
         self.limiter = Limiter(
             store,
             global_daily_tokens=settings.global_daily_tokens,

@@ -1,15 +1,22 @@
 """The shared limit store: Redis (Upstash, Redis Cloud, ElastiCache, Valkey, a container).
 
-The one place that talks to Redis: every redis-py error, and every call that outlasts its
-bound, becomes `LimitStoreError`. redis-py is imported when a store is configured, never by
-`import api.index` alone (tests/test_import_footprint.py).
+The one place that talks to Redis (over `lib.access.redis_connection`): every error reply,
+failed connection and call that outlasts its bound becomes `LimitStoreError`. Imported when a
+store is configured, never by `import api.index` alone (tests/test_import_footprint.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+from lib.access.redis_connection import RedisConnection, RedisReplyError
 from lib.access.stores import AccountCounts, Counts, Verdict, Windows
 from lib.errors import LimitStoreError
 
@@ -18,7 +25,7 @@ from lib.errors import LimitStoreError
 # KEYS: per account its minute hash (r: requests, t: tokens) and its day; then, optionally,
 # the deployment's day. ARGV: accounts, reserve, global daily, minute TTL, day TTL, count (1)
 # or only read (0), then per account rpm, tpm, daily (-1: none).
-_ADMIT = """
+_ADMIT_SOURCE = """
 local n, reserve, gdaily = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local function full(limit, used)
   return limit >= 0 and (used >= limit or used + reserve > limit)
@@ -69,7 +76,7 @@ return out
 # Add tokens (negative: give a reserve back) to every window; a give-back skips a window that
 # has expired. KEYS: the accounts' minute hashes, then their days and the deployment's day.
 # ARGV: delta, minute TTL, day TTL, accounts.
-_ADD_TOKENS = """
+_ADD_TOKENS_SOURCE = """
 local delta, n = tonumber(ARGV[1]), tonumber(ARGV[4])
 for i = 1, #KEYS do
   if delta >= 0 or redis.call('EXISTS', KEYS[i]) == 1 then
@@ -86,25 +93,45 @@ return 1
 """
 
 
+_T = TypeVar("_T")
+# A lost settlement is logged at most this often.
+_LOG_EVERY_S = 60.0
+
+
+class _Script:
+    """A Lua script and its SHA-1, which EVALSHA names it by."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_ADMIT = _Script(_ADMIT_SOURCE)
+_ADD_TOKENS = _Script(_ADD_TOKENS_SOURCE)
+
+
 class RedisStore:
     """Counts in Redis, shared by every instance; each call bounded by `timeout_s`.
 
-    The connection pool is bound to the event loop that first uses it; a new loop (a test,
-    a runtime that replaced its loop) gets a new pool, as the upstream client does.
+    Admission waits for its script's answer; a settlement is handed to the connection before
+    `add_tokens` returns and its reply read in the background (a failure is logged, at most
+    once a minute), so settling costs the request no round trip.
     """
 
     kind = "redis"
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        self._url = url
+    def __init__(self, url: str, *, timeout_s: float, logger: logging.Logger | None = None) -> None:
+        self._connection = RedisConnection(url, scripts=(_ADMIT.source, _ADD_TOKENS.source))
         self._timeout_s = timeout_s
-        self._client: Any = None
-        self._scripts: tuple[Any, Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._logger = logger or logging.getLogger("promptgate")
+        self._failure_logged_at = -math.inf
+        # Resends of a settlement whose script the server lost, held until done.
+        self._background: set[asyncio.Task[None]] = set()
 
     async def admit(self, windows: Windows, reserve: int, *, count: bool = True) -> Counts:
         """Run the admission script: check every limit, count and reserve if all can take it."""
-        admit, _ = self._scripts_for_loop()
         accounts = windows.accounts
         keys = [key for account in accounts for key in (account.minute, account.day)]
         if windows.global_day:
@@ -118,67 +145,83 @@ class RedisStore:
             1 if count else 0,
         ]
         args += [limit for a in accounts for limit in (a.rpm, a.tpm, a.daily_tokens)]
-        verdict, refused, glob, *held = (
-            int(n) for n in await self._bounded(admit(keys=keys, args=args))
-        )
+        verdict, refused, glob, *held = await self._bounded(self._run(_ADMIT, keys, args))
         counts = tuple(AccountCounts(*held[i : i + 3]) for i in range(0, len(held), 3))
         return Counts(Verdict(verdict), refused, counts, glob)
 
     async def add_tokens(self, windows: Windows, delta: int) -> None:
-        """Add `delta` tokens to every window of the request (a give-back: those still held)."""
-        _, add = self._scripts_for_loop()
+        """Add `delta` tokens to every window of the request (a give-back: those still held);
+        returns once the command is sent, without waiting for Redis to answer."""
         keys = [a.minute for a in windows.accounts] + [a.day for a in windows.accounts]
         if windows.global_day:
             keys.append(windows.global_day)
         args = [delta, windows.minute_ttl_s, windows.day_ttl_s, len(windows.accounts)]
-        await self._bounded(add(keys=keys, args=args))
+        reply = await self._bounded(
+            self._connection.send("EVALSHA", _ADD_TOKENS.sha, len(keys), *keys, *args)
+        )
+        reply.add_done_callback(lambda done: self._after_add(done, keys, args))
 
     async def ping(self) -> None:
         """Return when Redis answers PING within the bound."""
-        self._scripts_for_loop()
-        await self._bounded(self._client.ping())
+        await self._bounded(self._connection.execute("PING"))
 
     async def aclose(self) -> None:
-        """Close the pool; a later call opens a new one."""
-        client, self._client, self._scripts, self._loop = self._client, None, None, None
-        if client is not None:
-            await client.aclose()
+        """Close the connection; a later call opens a new one."""
+        await self._connection.aclose(drain_s=self._timeout_s)
 
-    async def _bounded(self, operation: Any) -> Any:
-        from redis.exceptions import RedisError
+    async def _run(self, script: _Script, keys: list[str], args: list[int]) -> Any:
+        try:
+            return await self._connection.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except RedisReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+            # A new server (a restart, a failover) has not seen the script: send it whole.
+            return await self._connection.execute("EVAL", script.source, len(keys), *keys, *args)
 
+    def _after_add(self, reply: asyncio.Future[Any], keys: list[str], args: list[int]) -> None:
+        if reply.cancelled():
+            return
+        error = reply.exception()
+        if isinstance(error, RedisReplyError) and error.code == "NOSCRIPT":
+            task = asyncio.get_running_loop().create_task(self._resend_add(keys, args))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        elif error is not None:
+            self._log_lost_settlement(type(error).__name__)
+
+    async def _resend_add(self, keys: list[str], args: list[int]) -> None:
+        try:
+            await self._bounded(
+                self._connection.execute("EVAL", _ADD_TOKENS.source, len(keys), *keys, *args)
+            )
+        except LimitStoreError:
+            self._log_lost_settlement("NOSCRIPT, then no answer")
+
+    def _log_lost_settlement(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._failure_logged_at < _LOG_EVERY_S:
+            return
+        self._failure_logged_at = now
+        event = {
+            "event": "limit_store_failed",
+            "store": self.kind,
+            "error": _unreachable(reason),
+            "action": "a request's token count was not settled",
+        }
+        self._logger.warning(json.dumps(event, separators=(",", ":")))
+
+    async def _bounded(self, operation: Awaitable[_T]) -> _T:
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await operation
         except TimeoutError as exc:
+            # What the connection holds now is unknown (a frozen server): start afresh.
+            self._connection.reset()
             raise LimitStoreError(_unreachable("did not answer in time")) from exc
-        except (RedisError, OSError) as exc:
+        except RedisReplyError as exc:
+            raise LimitStoreError(_unreachable(exc.code)) from exc
+        except OSError as exc:  # ConnectionError included
             raise LimitStoreError(_unreachable(type(exc).__name__)) from exc
-
-    def _scripts_for_loop(self) -> tuple[Any, Any]:
-        loop = asyncio.get_running_loop()
-        if self._scripts is None or self._loop is not loop:
-            # Imported here: only deployments with a store pay for redis-py (~110 ms).
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._client = redis.asyncio.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout_s,
-                socket_connect_timeout=self._timeout_s,
-                # One attempt: a retry would outlast the bound; the limiter decides what next.
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=30,
-                # No CLIENT SETINFO on each new connection: two round trips fewer.
-                driver_info=None,
-            )
-            self._scripts = (
-                self._client.register_script(_ADMIT),
-                self._client.register_script(_ADD_TOKENS),
-            )
-            self._loop = loop
-        return self._scripts
 
 
 def _unreachable(reason: str) -> str:

@@ -1,0 +1,264 @@
+"""One pipelined connection to Redis, speaking the part of its protocol (RESP2) the store uses.
+
+Not redis-py: its per-command path (a pool checkout, a retry wrapper, observability hooks,
+response callbacks) cost about twice the protocol's own work per call here, and it cannot
+hand a command to the socket without waiting for its reply, which settling a reservation
+does not need (bench/performance.md). The limit store sends EVALSHA, EVAL and PING; every
+request of an instance shares this one connection, its commands pipelined and answered in
+order, so a burst of requests costs a few socket reads, not one each.
+
+Errors: an error reply raises `RedisReplyError`; a connection that fails or closes raises
+`ConnectionError` (or `OSError` from connecting). The store (`lib.access.redis_store`)
+bounds every call and turns both into `LimitStoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+# A connection idle this long is checked with PING before it is used (as redis-py's
+# health_check_interval did): managed Redis closes idle connections without a word.
+IDLE_CHECK_S = 30.0
+
+
+class RedisReplyError(Exception):
+    """Redis answered a command with an error (`NOSCRIPT ...`, `WRONGPASS ...`)."""
+
+    @property
+    def code(self) -> str:
+        """The error's first word, which names its kind."""
+        return str(self).split(" ", 1)[0]
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a reply: wait for more bytes."""
+
+
+def encode_command(*args: str | int | bytes) -> bytes:
+    """One command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
+def parse_reply(buffer: bytes | bytearray, start: int = 0) -> tuple[Any, int]:
+    """The reply that starts at `start`, and where the next begins; `_Incomplete` if the
+    buffer ends first. An error reply is returned as a `RedisReplyError`, not raised."""
+    end = buffer.find(b"\r\n", start)
+    if end < 0:
+        raise _Incomplete
+    kind, line, after = buffer[start : start + 1], buffer[start + 1 : end], end + 2
+    if kind == b":":
+        return int(line), after
+    if kind == b"+":
+        return bytes(line), after
+    if kind == b"-":
+        return RedisReplyError(bytes(line).decode(errors="replace")), after
+    if kind == b"$":
+        size = int(line)
+        if size < 0:
+            return None, after
+        if len(buffer) < after + size + 2:
+            raise _Incomplete
+        return bytes(buffer[after : after + size]), after + size + 2
+    if kind == b"*":
+        count = int(line)
+        if count < 0:
+            return None, after
+        items = []
+        for _ in range(count):
+            item, after = parse_reply(buffer, after)
+            items.append(item)
+        return items, after
+    raise ConnectionError(f"unexpected reply from Redis (type {kind!r})")
+
+
+class _RespProtocol(asyncio.Protocol):
+    """Writes commands and settles the futures waiting for their replies, in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.lost = False
+        self.last_reply_at = loop.time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        position = 0
+        try:
+            while position < len(self._buffer) and self._waiting:
+                reply, position = parse_reply(self._buffer, position)
+                waiter = self._waiting.popleft()
+                if waiter.done():  # its caller gave up (a bound passed)
+                    continue
+                if isinstance(reply, RedisReplyError):
+                    waiter.set_exception(reply)
+                else:
+                    waiter.set_result(reply)
+        except _Incomplete:
+            pass
+        except (ConnectionError, ValueError) as exc:
+            self._fail(ConnectionError(f"unreadable reply from Redis: {exc}"))
+            return
+        del self._buffer[:position]
+        self.last_reply_at = self._loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError("the connection to Redis closed"))
+
+    @property
+    def pending(self) -> list[asyncio.Future[Any]]:
+        """The replies still due."""
+        return list(self._waiting)
+
+    def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
+        """Write `payload` (`replies` commands); one future per command, in order."""
+        if self.lost or self._transport is None:
+            raise ConnectionError("the connection to Redis closed")
+        futures = [self._loop.create_future() for _ in range(replies)]
+        self._waiting.extend(futures)
+        self._transport.write(payload)
+        return futures
+
+    def close(self) -> None:
+        """Close the connection; whatever waits fails."""
+        if self._transport is not None:
+            self._transport.close()
+        self._fail(ConnectionError("the connection to Redis was closed"))
+
+    def _fail(self, error: ConnectionError) -> None:
+        self.lost = True
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+
+class RedisConnection:
+    """A `redis://` or `rediss://` URL's server (user, password and database from the URL;
+    `rediss://` verifies the server's certificate against the system's CAs), reached over
+    one connection that is opened on first use, and again after it fails or the event
+    loop changes. Each new connection authenticates, selects the database and loads
+    `scripts` in one round trip.
+
+    Calls are unbounded here: the caller bounds them, and calls `reset` after a timeout.
+    """
+
+    def __init__(
+        self, url: str, *, scripts: tuple[str, ...] = (), idle_check_s: float = IDLE_CHECK_S
+    ) -> None:
+        parts = urlsplit(url)
+        self._idle_check_s = idle_check_s
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or 6379
+        self._tls = parts.scheme == "rediss"
+        self._handshake: list[tuple[str | int | bytes, ...]] = []
+        if parts.password is not None:
+            user = unquote(parts.username) if parts.username else None
+            auth = (
+                ("AUTH", user, unquote(parts.password))
+                if user
+                else ("AUTH", unquote(parts.password))
+            )
+            self._handshake.append(auth)
+        database = parts.path.strip("/")
+        if database and database != "0":
+            self._handshake.append(("SELECT", int(database)))
+        # Loaded on every new connection, so EVALSHA finds them on a server just started.
+        self._handshake += [("SCRIPT", "LOAD", script) for script in scripts]
+        self._protocol: _RespProtocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Future[_RespProtocol] | None = None
+
+    async def execute(self, *args: str | int | bytes) -> Any:
+        """Send one command and return its reply."""
+        return await (await self.send(*args))
+
+    async def send(self, *args: str | int | bytes) -> asyncio.Future[Any]:
+        """Hand one command to the connection (connecting first if need be) and return the
+        future of its reply, which the caller may await or leave to settle by itself."""
+        protocol = await self._ready()
+        return protocol.send(encode_command(*args), 1)[0]
+
+    def reset(self) -> None:
+        """Drop the connection (after a timeout, its state is unknown); the next call opens
+        a new one."""
+        protocol, self._protocol, self._connecting = self._protocol, None, None
+        if protocol is not None:
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                protocol.close()
+
+    async def aclose(self, drain_s: float = 1.0) -> None:
+        """Close the connection once the replies still due have come (within `drain_s`: a
+        settlement sent just before is read, not cut); a later call opens a new one."""
+        protocol = self._protocol
+        if protocol is not None and protocol.pending and self._loop is asyncio.get_running_loop():
+            await asyncio.wait(protocol.pending, timeout=drain_s)
+        self.reset()
+        self._loop = None
+
+    async def _ready(self) -> _RespProtocol:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self.reset()
+            self._loop = loop
+        protocol = self._protocol
+        if protocol is not None and not protocol.lost:
+            if loop.time() - protocol.last_reply_at < self._idle_check_s:
+                return protocol
+            if await self._answers(protocol):
+                return protocol
+        if self._connecting is None or self._connecting.done():
+            # One connection for every request that needs it now: the first opens it.
+            self._connecting = loop.create_future()
+            connecting = self._connecting
+            try:
+                self._protocol = await self._connect(loop)
+            except BaseException as exc:
+                self._connecting = None
+                connecting.set_exception(ConnectionError(f"cannot connect to Redis: {exc}"))
+                connecting.exception()  # retrieved: only the callers waiting see it
+                raise
+            connecting.set_result(self._protocol)
+            return self._protocol
+        return await asyncio.shield(self._connecting)
+
+    async def _answers(self, protocol: _RespProtocol) -> bool:
+        try:
+            await protocol.send(encode_command("PING"), 1)[0]
+        except (ConnectionError, RedisReplyError):
+            self.reset()
+            return False
+        return True
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _RespProtocol:
+        context = ssl.create_default_context() if self._tls else None
+        _, protocol = await loop.create_connection(
+            lambda: _RespProtocol(loop),
+            self._host,
+            self._port,
+            ssl=context,
+            server_hostname=self._host if context else None,
+        )
+        if self._handshake:
+            payload = b"".join(encode_command(*c) for c in self._handshake)
+            try:
+                for reply in protocol.send(payload, len(self._handshake)):
+                    await reply
+            except BaseException:
+                protocol.close()
+                raise
+        return protocol
