@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from lib.routes.api_document import document_error_bodies
 from lib.routes.chat import chat_router
 from lib.routes.embeddings import embeddings_router
 from lib.routes.gate import Services
@@ -38,7 +39,8 @@ _ROUTERS = (
 
 
 def include_routes(app: FastAPI) -> None:
-    """Add every route, the pages last."""
+    """Add every route, the pages last, and the error bodies to the API document."""
     for router in _ROUTERS:
         app.include_router(router)
     include_pages(app)
+    document_error_bodies(app)
