@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench import limits
-from bench.run import PROXY_CONTAINER, PROXY_LIMITS, SCENARIOS, _serve, _wrk, _write_wrk_script
+from bench.run import PROXY_CONTAINER, PROXY_LIMITS, SCENARIOS, _serve, _write_wrk_script, _wrk
 from bench.upstream import NginxUpstream
 
 
