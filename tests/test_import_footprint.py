@@ -45,17 +45,20 @@ DENIED = {
 _LIST_MODULES = "import json, sys\nimport api.index\nprint(json.dumps(sorted(sys.modules)))"
 
 
-def _modules_after_import(tmp_path: Path) -> set[str]:
-    env = {
+def _entry_env() -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(REPO),
         "HF_TOKEN": CANARY_TOKEN,
         "PROXY_API_KEYS": CANARY_KEY,
     }
+
+
+def _modules_after_import(tmp_path: Path) -> set[str]:
     done = subprocess.run(
         [sys.executable, "-c", _LIST_MODULES],
         cwd=tmp_path,
-        env=env,
+        env=_entry_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,3 +77,26 @@ def test_import_api_index_loads_no_denied_module(tmp_path: Path) -> None:
         if name in modules or any(m.startswith(name + ".") for m in modules)
     }
     assert not loaded, f"import api.index loads: {loaded}"
+
+
+_GC_AFTER_IMPORT = (
+    "import gc, json\nimport api.index\n"
+    "print(json.dumps([gc.isenabled(), gc.get_freeze_count(), len(gc.get_objects())]))"
+)
+
+
+def test_import_api_index_leaves_the_collector_on_and_the_build_frozen(tmp_path: Path) -> None:
+    """The entry pauses garbage collection while it builds the app (a cold start's objects all
+    live on), then freezes what it built and turns collection back on for everything after."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GC_AFTER_IMPORT],
+        cwd=tmp_path,
+        env=_entry_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    enabled, frozen, tracked = json.loads(done.stdout.strip().splitlines()[-1])
+    assert enabled, "import api.index left garbage collection off"
+    assert frozen > 10_000 and tracked < 1_000, (frozen, tracked)
