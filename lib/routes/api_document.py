@@ -42,11 +42,17 @@ def error_responses(body: type[BaseModel] = ErrorBody) -> dict[int | str, dict[s
     serializer for each `model` of each route at import (13 per route, a third of the
     routes' import time) that only the API document reads; `document_error_bodies` documents it.
     """
-    assert body in _ERROR_BODIES, f"{body.__name__} is not in _ERROR_BODIES"
-    content = {"application/json": {"schema": {"$ref": _SCHEMAS + body.__name__}}}
     return {
-        status: {"description": description, "content": content}
-        for status, description in ERROR_STATUSES.items()
+        status: error_response(description, body) for status, description in ERROR_STATUSES.items()
+    }
+
+
+def error_response(description: str, body: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    """One entry of FastAPI's `responses`: an error answered with `body`, by reference."""
+    assert body in _ERROR_BODIES, f"{body.__name__} is not in _ERROR_BODIES"
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _SCHEMAS + body.__name__}}},
     }
 
 

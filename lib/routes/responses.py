@@ -10,8 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from lib import inference
+from lib.routes.api_document import error_response
 from lib.routes.gate import CallerDep, GatedRoute, gated_router, services, start_upstream_call
-from lib.schemas import ErrorBody, ResponsesRequest
+from lib.schemas import ResponsesRequest
 
 # The Responses stream is named events: `event: <type>` then `data: {...}`, no `[DONE]`.
 _NAMED_SSE_CONTENT = {
@@ -25,7 +26,7 @@ _NAMED_SSE_CONTENT = {
         ', "sequence_number": 4, "delta": "Hi"}\n\n',
     }
 }
-_NOT_STORED = {404: {"model": ErrorBody, "description": "promptgate stores no responses"}}
+_NOT_STORED = {404: error_response("promptgate stores no responses")}
 
 
 class SharedPathRoute(GatedRoute):
