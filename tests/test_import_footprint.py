@@ -38,6 +38,8 @@ DENIED = {
     "tomllib": "the policy file: read only when KEYS_FILE or KEYS_TOML is set",
     "jwt": "tokens: imported only when TOKEN_SECRET or OIDC_ISSUER is set",
     "cryptography": "identity-provider keys: loaded with jwt, only when tokens are configured",
+    "lib.access.token_scope": "the tokens' narrowing rules: loaded by the first mint, or at "
+    "start when TOKEN_SECRET or OIDC_ISSUER is set",
 }
 # Not listed: click, pygments and rich. `import httpx` loads its CLI (httpx._main) and so
 # whichever of them is installed; the dev venv has them, a deployed function has only click.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lib.access.bearer import bearer_value, looks_like_jwt
 from lib.access.caller import Caller
@@ -19,12 +19,12 @@ from lib.access.keys import KeyRing, new_key
 from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
 from lib.access.policy import NamedKey, Policy, load_policies
 from lib.access.refusals import RATE_LIMIT_HEADERS
-from lib.access.token_scope import TokenAsk, TokenGrant
 from lib.errors import NotEnabledError, TokenNotAllowedError, TokenRejectedError
 from lib.settings import Settings
 
 if TYPE_CHECKING:
     from lib.access.token_gate import TokenGate
+    from lib.access.token_scope import TokenAsk, TokenGrant
 
 __all__ = [
     "RATE_LIMIT_HEADERS",
@@ -39,6 +39,16 @@ __all__ = [
     "nearest_limit",
     "new_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`TokenAsk` and `TokenGrant`, imported on first use: only minting and tokens need the
+    token rules, so a cold start without them skips loading them."""
+    if name in ("TokenAsk", "TokenGrant"):
+        from lib.access import token_scope
+
+        return getattr(token_scope, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class AccessControl:
