@@ -7,13 +7,19 @@ Pure ASGI and Starlette; it may import only `lib.errors` (nothing about models o
 from lib.http.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logging
 from lib.http.body_limit import BodyLimitMiddleware
 from lib.http.disconnect import CancelOnDisconnectMiddleware
-from lib.http.request_body import MAX_JSON_DEPTH, decode_json_body, read_json_request
+from lib.http.request_body import (
+    MAX_JSON_DEPTH,
+    DecodedRequest,
+    decode_json_body,
+    read_json_request,
+)
 
 __all__ = [
     "LOGGER_NAME",
     "MAX_JSON_DEPTH",
     "BodyLimitMiddleware",
     "CancelOnDisconnectMiddleware",
+    "DecodedRequest",
     "RequestContextMiddleware",
     "configure_logging",
     "decode_json_body",

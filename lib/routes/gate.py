@@ -13,8 +13,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lib.access import AccessControl, Caller
-from lib.http import read_json_request
+from lib.http import DecodedRequest, read_json_request
 from lib.routes.api_document import ERROR_RESPONSES
+from lib.routes.direct_call import direct_call
 from lib.settings import Settings
 from lib.upstream import UpstreamCall, UpstreamClient
 
@@ -70,6 +71,7 @@ class GatedRoute(APIRoute):
         handler = super().get_route_handler()
         has_body = self.body_field is not None
         admits = has_body and self.admits_requests
+        call_directly = direct_call(self, require_caller) if has_body else None
 
         async def gated_handler(request: Request) -> Response:
             authorization = request.headers.get("authorization")
@@ -79,12 +81,16 @@ class GatedRoute(APIRoute):
             size = _declared_size(request)
             if admits and size is not None:
                 await caller.admit(size)
+            decoded = None
             if has_body:
                 request = await read_json_request(request)
+                decoded = request if isinstance(request, DecodedRequest) else None
             if admits and size is None:
                 # A chunked body declares no size: it is read (within the body limit) first.
                 await caller.admit(len(await request.body()))
             try:
+                if call_directly is not None and decoded is not None:
+                    return await call_directly(request, caller, await decoded.json())
                 return await handler(request)
             except Exception:
                 # Failed before the upstream answered (or its answer was refused): nothing
