@@ -144,6 +144,20 @@ def main() -> int:
     parser.add_argument("--python", help="interpreter for the measured processes")
     args = parser.parse_args()
     python = args.python or _runtime_venv()
+    scenarios = measure(args.runs, python)
+    table, verdict, ok = _render(scenarios, args.runs)
+    print(table)
+    print(verdict)
+    if not args.no_write:
+        RESULTS.write_text(_markdown(table, verdict, args.runs, python))
+        print(f"\nwritten to {RESULTS.relative_to(REPO)}")
+    return 0 if ok or not args.check else 1
+
+
+def measure(runs: int, python: str | None = None) -> list[Scenario]:
+    """Run every scenario `runs` times in fresh processes of `python` (default: the
+    requirements-only venv), interleaved; return the scenarios with their figures."""
+    python = python or _runtime_venv()
     with tempfile.TemporaryDirectory(prefix="promptgate-cold-") as scratch, _standin() as url:
         bare_dir = Path(scratch) / "bare"
         bare_dir.mkdir()
@@ -159,16 +173,17 @@ def main() -> int:
             ]
         for scenario in scenarios:  # warm the OS file cache and the .pyc files first
             _run_once(python, scenario, env, scratch, record=False)
-        for _ in range(args.runs):
+        for _ in range(runs):
             for scenario in scenarios:
                 _run_once(python, scenario, env, scratch, record=True)
-    table, verdict, ok = _render(scenarios, args.runs)
-    print(table)
-    print(verdict)
-    if not args.no_write:
-        RESULTS.write_text(_markdown(table, verdict, args.runs, python))
-        print(f"\nwritten to {RESULTS.relative_to(REPO)}")
-    return 0 if ok or not args.check else 1
+    return scenarios
+
+
+def first_chat_cpu_ratio(scenarios: list[Scenario]) -> float:
+    """promptgate's CPU time to import and answer a first chat, over the bare app's."""
+    by_key = {(s.app, s.what): s for s in scenarios}
+    ours, bare = by_key[("promptgate", "request")], by_key[("bare", "request")]
+    return ours.median(ours.cpu_s) / bare.median(bare.cpu_s)
 
 
 def _runtime_venv() -> str:

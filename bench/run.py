@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import holdback, limits, ttfb
+from bench import cold_start, goals, holdback, limits, ttfb
 from bench.upstream import (
     MODEL,
     STREAM_REQUEST_ID,
@@ -122,7 +122,7 @@ PROXY_LIMITS = replace(
     },
 )
 SUITE = [DIRECT, PROXY, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE, REFERENCE_AIOHTTP]
-TINY = [DIRECT, PROXY, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE]
+TINY = [DIRECT, PROXY, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE, REFERENCE_AIOHTTP]
 # The options compared in bench/performance.md, each one change from the proxy as it is.
 EXPLORE = [
     *SUITE,
@@ -181,13 +181,14 @@ class Running:
 class Options:
     """How long and how hard to measure."""
 
-    rounds: int = 3
+    rounds: int = 5
     duration_s: int = 2
     warmup: bool = True
     concurrencies: tuple[int, ...] = (1, 16, 64)
     ttfb_samples: int = 200
     server: str = "uvloop"
     targets: list[Target] = field(default_factory=lambda: list(SUITE))
+    cold_start_runs: int = 5  # fresh processes per cold-start scenario; 0: not measured
 
 
 def missing_tools() -> list[str]:
@@ -236,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             ttfb_samples=10,
             server=options.server,
             targets=list(TINY),
+            cold_start_runs=0,
         )
     elif args.explore:
         options.targets = list(EXPLORE)
     elif args.limits:
         options.targets = [DIRECT, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE_AIOHTTP]
         options.concurrencies = (1, 16)
+        options.cold_start_runs = 0
     options.rounds = args.rounds or options.rounds
     options.duration_s = args.duration or options.duration_s
     started, load_before = time.monotonic(), os.getloadavg()[0]
@@ -291,6 +294,12 @@ def run_suite(options: Options) -> str:
 
 
 def _measure_and_report(options: Options) -> str:
+    # Before the load, so that nothing else runs beside the fresh processes.
+    cold_ratio = (
+        cold_start.first_chat_cpu_ratio(cold_start.measure(options.cold_start_runs))
+        if options.cold_start_runs
+        else None
+    )
     with NginxUpstream() as upstream, tempfile.TemporaryDirectory() as scratch:
         scripts = {s.name: _write_wrk_script(Path(scratch), s) for s in SCENARIOS}
         with contextlib.ExitStack() as stack:
@@ -308,7 +317,8 @@ def _measure_and_report(options: Options) -> str:
             first_byte = _measure_first_byte(running, options)
             peak_rss = {served.target.name: served.peak_rss_mb() for served in running}
     held = _measure_holdback(options)
-    return _report(options, load, first_byte, peak_rss, held, _upstream_note(load))
+    report = _report(options, load, first_byte, peak_rss, held, _upstream_note(load))
+    return report + _goals(options, load, cold_ratio)
 
 
 @contextlib.contextmanager
@@ -573,6 +583,36 @@ def _report(
             *limits.report(cells, PROXY_LIMITS.name, PROXY_CONTAINER.name, options.concurrencies),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _goals(options: Options, load: Load, cold_ratio: float | None) -> str:
+    """Issue 20's table, when the run measured the container's proxy and the reference."""
+    names = {t.name for t in options.targets}
+    if (
+        not {PROXY_CONTAINER.name, REFERENCE_AIOHTTP.name} <= names
+        or 16 not in options.concurrencies
+    ):
+        return ""
+
+    def rps(name: str) -> float:
+        return _median([m.rps for m in load[("chat", 16, name)]])
+
+    def added(name: str) -> float:
+        return _added(load, ("chat", 1, name), "p50_ms")
+
+    off, reference = PROXY_CONTAINER.name, REFERENCE_AIOHTTP.name
+    limited = PROXY_LIMITS.name in names
+    rows = goals.figures(
+        added_vs_reference=added(off) / added(reference),
+        rps_vs_reference=rps(off) / rps(reference),
+        limits_added_ms=added(PROXY_LIMITS.name) - added(off) if limited else None,
+        limits_rps_ratio=rps(PROXY_LIMITS.name) / rps(off) if limited else None,
+        cold_start_ratio=cold_ratio,
+        default_transport_rps_vs_reference=rps(PROXY.name) / rps(reference)
+        if PROXY.name in names
+        else None,
+    )
+    return "\n" + "\n".join(goals.report(rows)) + "\n"
 
 
 def _targets(

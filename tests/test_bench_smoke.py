@@ -54,3 +54,17 @@ def test_tiny_run_prints_and_writes_a_table_of_figures(tmp_path: Path) -> None:
     assert "Limits on (`proxy aiohttp + limits`" in written
     row = rf"^\| chat \| {n} \| {n} \| [+-]{n} (met|MISSED) \| {n} \| {n} \| {n} (met|MISSED) \|$"
     assert re.search(row, written, re.MULTILINE), written
+    # Issue 20's table: every figure from this run, the cold start not measured in a tiny one.
+    assert "Issue 20's figures, this run" in written
+    row = rf"^\| added p50 at 1 client \(chat\), vs the reference forwarder \| {n}x \| <= 1.0x \| "
+    row += r"(met|MISSED) \|$"
+    assert re.search(row, written, re.MULTILINE), written
+    row = r"^\| spend control on vs off: added p50 at 1 client \(chat\) \| [+-][0-9.]+ ms \| "
+    assert re.search(row, written, re.MULTILINE), written
+    assert re.search(
+        r"^\| cold start .* \| not measured \| <= 1.05x \|  \|$", written, re.MULTILINE
+    )
+    row = (
+        r"^\| default \(serverless\) transport: req/s at 16 clients vs the reference \| [0-9.]+x \|"
+    )
+    assert re.search(row, written, re.MULTILINE), written

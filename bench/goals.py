@@ -1,0 +1,104 @@
+"""The performance issue's (#20) figures, in one table at the end of `make bench`.
+
+Each figure is taken from the run it is printed in: the container's proxy (aiohttp transport)
+against the reference forwarder over aiohttp, limits on against off, the serverless default
+transport (httpx) against the same reference, and the cold start from `bench.cold_start`
+(fresh processes, CPU time to import and answer a first chat, against a bare FastAPI + httpx
+forwarder). LiteLLM is not installed by the bench; its figure stays the README's published one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row: what is measured, its value as shown, the goal as shown, and whether it is met."""
+
+    name: str
+    value: str
+    goal: str
+    met: bool | None  # None: not measured in this run
+
+
+def figures(
+    *,
+    added_vs_reference: float,
+    rps_vs_reference: float,
+    limits_added_ms: float | None,
+    limits_rps_ratio: float | None,
+    cold_start_ratio: float | None,
+    default_transport_rps_vs_reference: float | None,
+) -> list[Figure]:
+    """The table's rows from the run's figures (None where the run did not measure one)."""
+
+    def row(name: str, value: float | None, shown: str, goal: str, met: bool) -> Figure:
+        if value is None:
+            return Figure(name, "not measured", goal, None)
+        return Figure(name, shown, goal, met)
+
+    return [
+        row(
+            "added p50 at 1 client (chat), vs the reference forwarder",
+            added_vs_reference,
+            f"{added_vs_reference:.2f}x",
+            "<= 1.0x",
+            added_vs_reference <= 1.0,
+        ),
+        row(
+            "req/s at 16 clients (chat), vs the reference forwarder",
+            rps_vs_reference,
+            f"{rps_vs_reference:.2f}x",
+            ">= 1.0x",
+            rps_vs_reference >= 1.0,
+        ),
+        row(
+            "spend control on vs off: added p50 at 1 client (chat)",
+            limits_added_ms,
+            f"{limits_added_ms or 0:+.2f} ms",
+            "<= +0.1 ms",
+            (limits_added_ms or 0) <= 0.1,
+        ),
+        row(
+            "spend control on vs off: req/s at 16 clients (chat)",
+            limits_rps_ratio,
+            f"{limits_rps_ratio or 0:.2f}x",
+            ">= 0.95x",
+            (limits_rps_ratio or 0) >= 0.95,
+        ),
+        row(
+            "cold start to the first forwarded chat (CPU), vs a bare FastAPI forwarder",
+            cold_start_ratio,
+            f"{cold_start_ratio or 0:.2f}x",
+            "<= 1.05x",
+            (cold_start_ratio or 0) <= 1.05,
+        ),
+        row(
+            "default (serverless) transport: req/s at 16 clients vs the reference",
+            default_transport_rps_vs_reference,
+            f"{default_transport_rps_vs_reference or 0:.2f}x",
+            ">= 0.7x",
+            (default_transport_rps_vs_reference or 0) >= 0.7,
+        ),
+        Figure(
+            "vs LiteLLM's proxy, req/s at 16 clients",
+            "not measured (README's figure)",
+            ">= 10x",
+            None,
+        ),
+    ]
+
+
+def report(rows: list[Figure]) -> list[str]:
+    """The Markdown table of `rows`."""
+    lines = [
+        "Issue 20's figures, this run (the reference: FastAPI + httpx's API over aiohttp).",
+        "",
+        "| figure | this run | goal | verdict |",
+        "|---|---:|---:|---|",
+    ]
+    for figure in rows:
+        verdict = "" if figure.met is None else ("met" if figure.met else "MISSED")
+        lines.append(f"| {figure.name} | {figure.value} | {figure.goal} | {verdict} |")
+    return lines
