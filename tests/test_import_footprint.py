@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import CANARY_KEY, CANARY_TOKEN
 
@@ -56,9 +57,10 @@ def _entry_env() -> dict[str, str]:
     }
 
 
-def _modules_after_import(tmp_path: Path) -> set[str]:
+def _run_in_fresh_interpreter(code: str, tmp_path: Path) -> Any:
+    """The JSON that `code` prints last, run by a new interpreter with the entry's settings."""
     done = subprocess.run(
-        [sys.executable, "-c", _LIST_MODULES],
+        [sys.executable, "-c", code],
         cwd=tmp_path,
         env=_entry_env(),
         capture_output=True,
@@ -66,7 +68,11 @@ def _modules_after_import(tmp_path: Path) -> set[str]:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _modules_after_import(tmp_path: Path) -> set[str]:
+    return set(_run_in_fresh_interpreter(_LIST_MODULES, tmp_path))
 
 
 def test_import_api_index_loads_no_denied_module(tmp_path: Path) -> None:
@@ -90,15 +96,6 @@ _GC_AFTER_IMPORT = (
 def test_import_api_index_leaves_the_collector_on_and_the_build_frozen(tmp_path: Path) -> None:
     """The entry pauses garbage collection while it builds the app (a cold start's objects all
     live on), then freezes what it built and turns collection back on for everything after."""
-    done = subprocess.run(
-        [sys.executable, "-c", _GC_AFTER_IMPORT],
-        cwd=tmp_path,
-        env=_entry_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    enabled, frozen, tracked = json.loads(done.stdout.strip().splitlines()[-1])
+    enabled, frozen, tracked = _run_in_fresh_interpreter(_GC_AFTER_IMPORT, tmp_path)
     assert enabled, "import api.index left garbage collection off"
     assert frozen > 10_000 and tracked < 1_000, (frozen, tracked)
