@@ -81,16 +81,14 @@ class GatedRoute(APIRoute):
             size = _declared_size(request)
             if admits and size is not None:
                 await caller.admit(size)
-            decoded = None
             if has_body:
                 request = await read_json_request(request)
-                decoded = request if isinstance(request, DecodedRequest) else None
             if admits and size is None:
                 # A chunked body declares no size: it is read (within the body limit) first.
                 await caller.admit(len(await request.body()))
             try:
-                if call_directly is not None and decoded is not None:
-                    return await call_directly(request, caller, await decoded.json())
+                if call_directly is not None and isinstance(request, DecodedRequest):
+                    return await call_directly(request, caller, await request.json())
                 return await handler(request)
             except Exception:
                 # Failed before the upstream answered (or its answer was refused): nothing
