@@ -248,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     options.rounds = args.rounds or options.rounds
     options.duration_s = args.duration or options.duration_s
     started, load_before = time.monotonic(), os.getloadavg()[0]
+    # A proposal is measured against the run's proxy as it is (the container's with --limits).
+    base = next(target for target in options.targets if target.role == "proxy")
     with contextlib.ExitStack() as stack:
         for count in range(1, len(args.proposal) + 1):
             patched = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pg-")))
             _apply_proposals(args.proposal[:count], patched)
             name = "proxy + " + " + ".join(p.stem for p in args.proposal[:count])
-            proposed = replace(PROXY, name=name, role="variant", app_dir=patched)
+            proposed = replace(base, name=name, role="variant", app_dir=patched)
             options.targets.insert(1 + count, proposed)
         if args.explore and args.proposal:
             for name, changes in _PROPOSAL_VARIANTS.items():
