@@ -26,7 +26,7 @@ from lib.http import (
     RequestContextMiddleware,
     configure_logging,
 )
-from lib.routes import TASK_ROUTE_PREFIX, Services, include_routes
+from lib.routes import TASK_ROUTE_PREFIX, Services, include_routes, usage_recorder
 from lib.schemas import explain_validation_error
 from lib.settings import Settings, SettingsError, load_settings
 from lib.upstream import UpstreamClient
@@ -100,7 +100,9 @@ def create_app(
         timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(CancelOnDisconnectMiddleware)
-    app.add_middleware(RequestContextMiddleware, logger=logger)
+    app.add_middleware(
+        RequestContextMiddleware, logger=logger, on_end=usage_recorder(access.ledger)
+    )
     return app
 
 

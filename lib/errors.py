@@ -118,6 +118,14 @@ class TokenNotAllowedError(ClientRequestError):
     code = "token_not_allowed"
 
 
+class AdminKeyRequiredError(ClientRequestError):
+    """A client key or token was presented on an owner's route (the usage ledger)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "admin_key_required"
+
+
 class ModelNotAllowedError(ClientRequestError):
     """The model is a valid id but not on this deployment's allowlist."""
 

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     kv_url: SecretStr | None = None
     limits_on_store_error: Literal["local", "closed"] = "local"
     limits_store_timeout_s: float = Field(default=0.25, gt=0, le=5)
+    # Every key promptgate writes in Redis starts with it, so deployments can share one Redis.
+    # No braces: they would end the hash tag each caller's keys share.
+    redis_key_prefix: str = Field(default="promptgate:", pattern=r"^[A-Za-z0-9:._-]{0,64}$")
+    # The usage ledger (lib/access/usage.py): hour buckets kept this long; users kept by name.
+    usage_retention_days: int = Field(default=35, ge=1, le=400)
+    usage_max_users_per_key: int = Field(default=1000, ge=1, le=1_000_000)
+    # Keys that may read the ledger (GET /api/usage) and nothing else: sha256:<hex> entries.
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # Short-lived tokens for browser apps (lib/access/tokens.py): on when TOKEN_SECRET is set.
     token_secret: SecretStr | None = None
     token_secret_previous: SecretStr | None = None
@@ -118,7 +126,9 @@ class Settings(BaseSettings):
             return None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("allowed_models", "cors_origins", "proxy_api_keys", mode="before")
+    @field_validator(
+        "allowed_models", "cors_origins", "proxy_api_keys", "admin_api_keys", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -154,10 +164,23 @@ class Settings(BaseSettings):
             secret = key.get_secret_value()
             if secret.startswith("sha256:"):
                 digest = secret.removeprefix("sha256:")
-                if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                if not _is_hex_digest(digest):
                     raise ValueError("a sha256: entry must hold 64 hex digits")
             elif len(secret) < 8:
                 raise ValueError("each key must be at least 8 characters long")
+        return value
+
+    @field_validator("admin_api_keys")
+    @classmethod
+    def _check_admin_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            digest = key.get_secret_value().removeprefix("sha256:")
+            if not key.get_secret_value().startswith("sha256:") or not _is_hex_digest(digest):
+                # Never the entry itself: an owner may have pasted the key instead of its hash.
+                raise ValueError(
+                    "each entry must be sha256:<64 hex digits>, the key's hash (make key "
+                    "prints one), never the key itself"
+                )
         return value
 
     @field_validator("upstream_api", mode="before")
@@ -241,6 +264,10 @@ class Settings(BaseSettings):
     def allowlist_defaulted(self) -> bool:
         """True when `ALLOWED_MODELS` was not set, so only the two default models are allowed."""
         return self._allowlist_defaulted
+
+
+def _is_hex_digest(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def load_settings(**overrides: Any) -> Settings:

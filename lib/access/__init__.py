@@ -8,6 +8,8 @@ names an end user counted under their own limits.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -17,9 +19,17 @@ from lib.access.bearer import bearer_value, looks_like_jwt
 from lib.access.caller import Caller
 from lib.access.keys import KeyRing, new_key
 from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
-from lib.access.policy import NamedKey, Policy, load_policies
+from lib.access.policy import ANONYMOUS, OIDC_KEY_NAME, AdminKey, NamedKey, Policy, load_policies
 from lib.access.refusals import RATE_LIMIT_HEADERS
-from lib.errors import NotEnabledError, TokenNotAllowedError, TokenRejectedError
+from lib.access.usage import Ledger, UsageEntry
+from lib.access.usage_report import Group, Tally, UsageReport, build_usage_report, hour_of
+from lib.errors import (
+    AdminKeyRequiredError,
+    AuthenticationError,
+    NotEnabledError,
+    TokenNotAllowedError,
+    TokenRejectedError,
+)
 from lib.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,12 +40,20 @@ __all__ = [
     "RATE_LIMIT_HEADERS",
     "AccessControl",
     "AccessRecord",
+    "AdminKey",
     "Caller",
+    "Group",
+    "Ledger",
     "NamedKey",
     "Policy",
     "Remaining",
+    "Tally",
     "TokenAsk",
     "TokenGrant",
+    "UsageEntry",
+    "UsageReport",
+    "build_usage_report",
+    "hour_of",
     "nearest_limit",
     "new_key",
 ]
@@ -79,12 +97,27 @@ class AccessControl:
             store = RedisStore(
                 url.get_secret_value(), timeout_s=settings.limits_store_timeout_s, logger=logger
             )
+        self.admins = policies.admins
+        # Every key the ledger may hold usage of, as far as the configuration knows them.
+        self.ledger_keys = [key.name for key in policies.keys]
+        if settings.allow_anonymous:
+            self.ledger_keys.append(ANONYMOUS)
+        if settings.oidc_issuer is not None:
+            self.ledger_keys.append(OIDC_KEY_NAME)
         self.limiter = Limiter(
             store,
             global_daily_tokens=settings.global_daily_tokens,
             on_store_error=settings.limits_on_store_error,
+            key_prefix=settings.redis_key_prefix,
             clock=clock,
             logger=logger,
+        )
+        self.ledger = Ledger(
+            self.limiter,
+            key_prefix=settings.redis_key_prefix,
+            retention_days=settings.usage_retention_days,
+            max_users_per_key=settings.usage_max_users_per_key,
+            clock=clock,
         )
 
     async def identify(self, authorization: str | None) -> Caller:
@@ -106,6 +139,36 @@ class AccessControl:
             return Caller(holder.key, self.limiter, record, user=holder.user)
         key = self.keys.identify(authorization)
         return Caller(key, self.limiter, AccessRecord(key.name))
+
+    def identify_admin(self, authorization: str | None) -> AdminKey:
+        """The admin key the raw `Authorization` header holds, or raise: `NotEnabledError`
+        (404: no admin keys configured), `AuthenticationError` (401: none, or unknown) or
+        `AdminKeyRequiredError` (403: a client key or a token, which cannot read usage)."""
+        if not self.admins:
+            raise NotEnabledError(
+                "This deployment has no admin keys: the owner sets ADMIN_API_KEYS "
+                "(sha256:<hex> of a key; make key prints both) or an [admins] table in the "
+                "policy file to read usage."
+            )
+        bearer = bearer_value(authorization)
+        presented = hashlib.sha256(bearer.encode()).digest()
+        found = None
+        for admin in self.admins:  # every digest compared: the time says nothing
+            if hmac.compare_digest(presented, admin.digest):
+                found = admin
+        if found is not None and bearer:
+            return found
+        if looks_like_jwt(bearer) or self.keys.knows(bearer):
+            raise AdminKeyRequiredError(
+                "This route needs an admin key (ADMIN_API_KEYS): client keys and tokens "
+                "cannot read usage."
+            )
+        if not bearer:
+            raise AuthenticationError(
+                "Missing admin key. Send it as 'Authorization: Bearer <admin key>'.",
+                code="missing_api_key",
+            )
+        raise AuthenticationError("Invalid admin key.")
 
     def mint(self, caller: Caller, ask: TokenAsk) -> tuple[str, TokenGrant]:
         """A token for `ask`, carved from the caller's key. Refuses a caller holding a token

@@ -86,6 +86,10 @@ class KeyRing:
             )
         return found
 
+    def knows(self, key: str) -> bool:
+        """True when `key` (the bearer value) is one of the configured client keys."""
+        return bool(key) and self._find(key) is not None
+
     def _find(self, key: str) -> NamedKey | None:
         presented = hashlib.sha256(key.encode()).digest()
         # Compare against every digest so the time taken does not say which one matched.

@@ -35,6 +35,7 @@ from lib.access.stores import (
     MemoryStore,
     Verdict,
     Windows,
+    store_key,
 )
 from lib.errors import LimitStoreError
 
@@ -42,7 +43,6 @@ from lib.errors import LimitStoreError
 # one bounded wait every few seconds, not one per request.
 _STORE_RETRY_AFTER_S = 2.0
 _FAILURE_LOG_EVERY_S = 60.0
-_PREFIX = "promptgate:limits"
 _T = TypeVar("_T")
 
 
@@ -91,10 +91,12 @@ class Limiter:
         *,
         global_daily_tokens: int | None = None,
         on_store_error: Literal["local", "closed"] = "local",
+        key_prefix: str = "promptgate:",
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
     ) -> None:
-        self._local = MemoryStore()
+        self._local = MemoryStore(clock)
+        self._prefix = key_prefix
         self._store: LimitStore = store or self._local
         self._global_daily_tokens = global_daily_tokens
         self._on_store_error = on_store_error
@@ -102,6 +104,11 @@ class Limiter:
         self._logger = logger or logging.getLogger("promptgate")
         self._store_retry_at = 0.0
         self._failure_logged_at = -math.inf
+
+    @property
+    def store(self) -> LimitStore:
+        """The store that counts when it answers: the shared one, if configured."""
+        return self._store
 
     @property
     def store_kind(self) -> str:
@@ -204,6 +211,17 @@ class Limiter:
         if aclose is not None:
             await aclose()
 
+    async def write_best_effort(self, operation: Callable[[LimitStore], Awaitable[None]]) -> None:
+        """Run a write that must not fail its request (the usage ledger's) on the shared
+        store, or on this process's while the shared one fails or rests; never raises."""
+        if self._store is not self._local and time.monotonic() >= self._store_retry_at:
+            try:
+                return await operation(self._store)
+            except LimitStoreError as exc:
+                self._store_retry_at = time.monotonic() + _STORE_RETRY_AFTER_S
+                self._log_store_failure(exc)
+        await operation(self._local)
+
     async def _with_store(self, operation: Callable[[LimitStore], Awaitable[_T]]) -> _T:
         if self._store is self._local:
             return await operation(self._local)
@@ -241,15 +259,15 @@ class Limiter:
         return Windows(
             accounts=tuple(
                 Account(
-                    minute=f"{_PREFIX}:{holder.name}:m:{minute}",
-                    day=f"{_PREFIX}:{holder.name}:d:{day}",
+                    minute=f"{store_key(self._prefix, holder.name)}:m:{minute}",
+                    day=f"{store_key(self._prefix, holder.name)}:d:{day}",
                     rpm=holder.policy.rpm or NO_LIMIT,
                     tpm=holder.policy.tpm or NO_LIMIT,
                     daily_tokens=holder.policy.daily_tokens or NO_LIMIT,
                 )
                 for holder in holders
             ),
-            global_day=f"{_PREFIX}:*:d:{day}" if counts_deployment else None,
+            global_day=f"{self._prefix}{{*}}:d:{day}" if counts_deployment else None,
             global_daily_tokens=(self._global_daily_tokens or NO_LIMIT)
             if counts_deployment
             else NO_LIMIT,

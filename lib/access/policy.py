@@ -9,6 +9,8 @@ The file holds no secret, only each key's SHA-256, so it may be committed:
     daily_tokens = 5000000
     [users]                 # each user an identity provider signs in (OIDC_ISSUER)
     rpm = 10
+    [admins.ops]            # may read the usage ledger (GET /api/usage), nothing else
+    sha256 = "<64 hex digits>"
 
 A mistake stops start-up with one line naming the file and the entry, never a key.
 """
@@ -31,6 +33,8 @@ _KEY_FIELDS = frozenset({*_DEFAULT_FIELDS, "sha256", "expires"})
 _KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 ANONYMOUS = "anonymous"
+# The key every caller signed in by the identity provider (OIDC_ISSUER) spends.
+OIDC_KEY_NAME = "oidc:users"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +81,23 @@ def key_id(digest: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminKey:
+    """A key that may read the usage ledger: its name (for logs) and its SHA-256."""
+
+    name: str
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Policies:
-    """Everything the policy file says: the keys, `[defaults]`, and `[users]` (the policy of
-    each user an identity provider signs in; `[defaults]` fills what it leaves out)."""
+    """Everything the policy file says: the keys, `[defaults]`, `[users]` (the policy of
+    each user an identity provider signs in; `[defaults]` fills what it leaves out), and the
+    admin keys (`[admins]` and `ADMIN_API_KEYS`)."""
 
     keys: list[NamedKey]
     defaults: Policy
     users: Policy
+    admins: tuple[AdminKey, ...] = ()
 
 
 def load_keys(settings: Settings) -> tuple[list[NamedKey], Policy]:
@@ -101,7 +115,7 @@ def load_policies(settings: Settings) -> Policies:
     defaults = users = Policy()
     named: list[NamedKey] = []
     if document is not None:
-        unknown = set(document) - {"defaults", "keys", "users"}
+        unknown = set(document) - {"defaults", "keys", "users", "admins"}
         if unknown:
             raise SettingsError(f"{source}: unknown table [{sorted(unknown)[0]}]")
         defaults = _policy(source, "[defaults]", document.get("defaults", {}), Policy(), settings)
@@ -119,7 +133,31 @@ def load_policies(settings: Settings) -> Policies:
         if digest not in seen:  # a key in both places is the named one
             seen[digest] = key_id(digest)
             named.append(NamedKey(key_id(digest), digest, defaults))
-    return Policies(keys=named, defaults=defaults, users=users)
+    admins = _admins(source, document.get("admins", {}) if document else {})
+    for entry in settings.admin_api_keys:
+        digest = _digest_of_entry(entry.get_secret_value())
+        if all(admin.digest != digest for admin in admins):
+            admins.append(AdminKey("admin-" + digest.hex()[:8], digest))
+    return Policies(keys=named, defaults=defaults, users=users, admins=tuple(admins))
+
+
+def _admins(source: str, table: Any) -> list[AdminKey]:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{source}: [admins] must hold one table per admin key")
+    admins = []
+    for name, entry in table.items():
+        where = f"[admins.{name}]" if _KEY_NAME.match(name) else "[admins]"
+        if not _KEY_NAME.match(name):
+            raise SettingsError(f"{source}: {where}: an admin name is 1-64 of A-Z a-z 0-9 . _ -")
+        if not isinstance(entry, dict) or set(entry) != {"sha256"}:
+            raise SettingsError(f"{source}: {where} must be a table holding only sha256")
+        digest = entry["sha256"]
+        if not isinstance(digest, str) or not _HEX_DIGEST.match(digest):
+            raise SettingsError(f"{source}: {where}: sha256 must be 64 hex digits")
+        admins.append(AdminKey(name, bytes.fromhex(digest)))
+    if len({admin.digest for admin in admins}) != len(admins):
+        raise SettingsError(f"{source}: two [admins] entries hold the same sha256")
+    return admins
 
 
 def _read_policy_document(settings: Settings) -> tuple[str, dict[str, Any] | None]:

@@ -193,6 +193,21 @@ class RedisConnection:
         protocol = await self._ready()
         return protocol.send(encode_command(*args), 1)[0]
 
+    async def execute_many(self, commands: list[tuple[str | int | bytes, ...]]) -> list[Any]:
+        """Send `commands` in one write and return their replies, in order; raises the
+        first failure (an error reply, a lost connection) once every reply is in."""
+        if not commands:
+            return []
+        protocol = await self._ready()
+        payload = b"".join(encode_command(*command) for command in commands)
+        replies = await asyncio.gather(
+            *protocol.send(payload, len(commands)), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
+
     def reset(self) -> None:
         """Drop the connection (after a timeout, its state is unknown); the next call opens
         a new one."""

@@ -17,7 +17,8 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from lib.access.redis_connection import RedisConnection, RedisReplyError
-from lib.access.stores import AccountCounts, Counts, Verdict, Windows
+from lib.access.stores import OTHER_USERS, AccountCounts, Counts, Verdict, Windows
+from lib.access.usage import UsageWrite
 from lib.errors import LimitStoreError
 
 # Check every limit against the reserve and, when all can take it, count the request and hold
@@ -92,6 +93,33 @@ end
 return 1
 """
 
+# Add one finished request to its key's hour (lib/access/usage.py): its user by name while the
+# day's set has room, else under the overflow value. KEYS: the hour's hash, the day's users.
+# ARGV: TTL, users kept, user ('' for none), overflow value, d, d field prefixes, then
+# metric/value pairs.
+_ADD_USAGE_SOURCE = """
+local ttl, cap, user, d = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[5])
+local prefixes = {}
+for i = 1, d do prefixes[i] = ARGV[5 + i] end
+if user ~= '' then
+  if redis.call('SISMEMBER', KEYS[2], user) == 0 then
+    if redis.call('SCARD', KEYS[2]) < cap then
+      redis.call('SADD', KEYS[2], user)
+      redis.call('EXPIRE', KEYS[2], ttl)
+    else
+      user = ARGV[4]
+    end
+  end
+  prefixes[d + 1] = 'u|' .. user .. '|'
+end
+for j = 6 + d, #ARGV, 2 do
+  for i = 1, #prefixes do
+    redis.call('HINCRBY', KEYS[1], prefixes[i] .. ARGV[j], ARGV[j + 1])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return 1
+"""
 
 _T = TypeVar("_T")
 # A lost settlement is logged at most this often.
@@ -101,15 +129,17 @@ _LOG_EVERY_S = 60.0
 class _Script:
     """A Lua script and its SHA-1, which EVALSHA names it by."""
 
-    __slots__ = ("sha", "source")
+    __slots__ = ("lost", "sha", "source")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, lost: str = "") -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.lost = lost  # what a lost reply of a script sent unawaited leaves undone
 
 
 _ADMIT = _Script(_ADMIT_SOURCE)
-_ADD_TOKENS = _Script(_ADD_TOKENS_SOURCE)
+_ADD_TOKENS = _Script(_ADD_TOKENS_SOURCE, "a request's token count was not settled")
+_ADD_USAGE = _Script(_ADD_USAGE_SOURCE, "a request was not added to the usage ledger")
 
 
 class RedisStore:
@@ -123,7 +153,9 @@ class RedisStore:
     kind = "redis"
 
     def __init__(self, url: str, *, timeout_s: float, logger: logging.Logger | None = None) -> None:
-        self._connection = RedisConnection(url, scripts=(_ADMIT.source, _ADD_TOKENS.source))
+        self._connection = RedisConnection(
+            url, scripts=(_ADMIT.source, _ADD_TOKENS.source, _ADD_USAGE.source)
+        )
         self._timeout_s = timeout_s
         self._logger = logger or logging.getLogger("promptgate")
         self._failure_logged_at = -math.inf
@@ -159,7 +191,35 @@ class RedisStore:
         reply = await self._bounded(
             self._connection.send("EVALSHA", _ADD_TOKENS.sha, len(keys), *keys, *args)
         )
-        reply.add_done_callback(lambda done: self._after_add(done, keys, args))
+        reply.add_done_callback(lambda done: self._after_add(done, _ADD_TOKENS, keys, args))
+
+    async def add_usage(self, write: UsageWrite) -> None:
+        """Add a finished request to the ledger; returns once the command is sent (a failure
+        is logged like a lost settlement)."""
+        keys = [write.hour_key, write.users_key]
+        args: list[str | int] = [
+            write.ttl_s,
+            write.max_users,
+            write.user,
+            OTHER_USERS,
+            len(write.dimensions),
+            *write.dimensions,
+        ]
+        for metric, value in write.metrics.items():
+            args += (metric, value)
+        reply = await self._bounded(
+            self._connection.send("EVALSHA", _ADD_USAGE.sha, len(keys), *keys, *args)
+        )
+        reply.add_done_callback(lambda done: self._after_add(done, _ADD_USAGE, keys, args))
+
+    async def read_hours(self, keys: list[str]) -> list[dict[str, int]]:
+        """Every field of each hour hash in `keys`, in one pipelined write."""
+        commands: list[tuple[str | int | bytes, ...]] = [("HGETALL", key) for key in keys]
+        replies = await self._bounded(self._connection.execute_many(commands))
+        return [
+            {reply[i].decode(): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+            for reply in replies
+        ]
 
     async def ping(self) -> None:
         """Return when Redis answers PING within the bound."""
@@ -178,26 +238,29 @@ class RedisStore:
             # A new server (a restart, a failover) has not seen the script: send it whole.
             return await self._connection.execute("EVAL", script.source, len(keys), *keys, *args)
 
-    def _after_add(self, reply: asyncio.Future[Any], keys: list[str], args: list[int]) -> None:
+    def _after_add(
+        self, reply: asyncio.Future[Any], script: _Script, keys: list[str], args: list[Any]
+    ) -> None:
         if reply.cancelled():
             return
         error = reply.exception()
         if isinstance(error, RedisReplyError) and error.code == "NOSCRIPT":
-            task = asyncio.get_running_loop().create_task(self._resend_add(keys, args))
+            resend = self._resend_add(script, keys, args)
+            task = asyncio.get_running_loop().create_task(resend)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         elif error is not None:
-            self._log_lost_settlement(type(error).__name__)
+            self._log_lost_write(script, type(error).__name__)
 
-    async def _resend_add(self, keys: list[str], args: list[int]) -> None:
+    async def _resend_add(self, script: _Script, keys: list[str], args: list[Any]) -> None:
         try:
             await self._bounded(
-                self._connection.execute("EVAL", _ADD_TOKENS.source, len(keys), *keys, *args)
+                self._connection.execute("EVAL", script.source, len(keys), *keys, *args)
             )
         except LimitStoreError:
-            self._log_lost_settlement("NOSCRIPT, then no answer")
+            self._log_lost_write(script, "NOSCRIPT, then no answer")
 
-    def _log_lost_settlement(self, reason: str) -> None:
+    def _log_lost_write(self, script: _Script, reason: str) -> None:
         now = time.monotonic()
         if now - self._failure_logged_at < _LOG_EVERY_S:
             return
@@ -206,7 +269,7 @@ class RedisStore:
             "event": "limit_store_failed",
             "store": self.kind,
             "error": _unreachable(reason),
-            "action": "a request's token count was not settled",
+            "action": script.lost,
         }
         self._logger.warning(json.dumps(event, separators=(",", ":")))
 

@@ -10,11 +10,29 @@ round trip for Redis (a Lua script), no await at all for the in-process store.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from lib.access.usage import UsageWrite
+
+# The usage ledger's bucket for users beyond a key's daily cap (lib/access/usage.py): stored
+# values are percent-escaped, "~" included, so no user id is stored as it.
+OTHER_USERS = "~other"
 
 NO_LIMIT = -1
+
+
+def store_key(prefix: str, account: str) -> str:
+    """The start of every store key of `account` (a key's name, or `<key>:user:<hash>` for
+    one of its token users): the key's name is the hash tag, so a caller's windows (a token
+    user's and its key's) and ledger share one Redis Cluster slot, and one script serves them.
+    Names hold no brace (policy.py), so the tag cannot end early."""
+    tag, colon, rest = account.partition(":")
+    return f"{prefix}{{{tag}}}{colon}{rest}"
 
 
 class Verdict(IntEnum):
@@ -92,16 +110,29 @@ class LimitStore(Protocol):
         """Return when the store answers; raise `LimitStoreError` when it does not."""
         ...
 
+    async def add_usage(self, write: UsageWrite) -> None:
+        """Add a finished request to the usage ledger (lib/access/usage.py): its user by name
+        while the day's set has room, else under `OTHER_USERS`."""
+        ...
+
+    async def read_hours(self, keys: list[str]) -> list[dict[str, int]]:
+        """Every field of each ledger hour hash in `keys` ({} for one that holds nothing)."""
+        ...
+
 
 class MemoryStore:
     """Counts in this process: exact for one instance, per instance where many run."""
 
     kind = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         # store key -> [expires at, requests, tokens]
         self._counters: dict[str, list[float]] = {}
         self._next_sweep = 0.0
+        # The usage ledger (lib/access/usage.py): hour hashes and each day's users of a key.
+        self._clock = clock
+        self._hours: dict[str, tuple[float, dict[str, int]]] = {}
+        self._users: dict[str, tuple[float, set[str]]] = {}
 
     async def admit(self, windows: Windows, reserve: int, *, count: bool = True) -> Counts:
         """Check and count without awaiting anything, so it is atomic on the event loop."""
@@ -144,6 +175,31 @@ class MemoryStore:
     async def ping(self) -> None:
         """Always answers."""
 
+    async def add_usage(self, write: UsageWrite) -> None:
+        """Add `write`'s counts, its user by name while the day's set has room."""
+        now = self._clock()
+        self._sweep(now)
+        expires_at = now + write.ttl_s
+        dimensions = list(write.dimensions)
+        if write.user:
+            users = self._users.setdefault(write.users_key, (expires_at, set()))[1]
+            if write.user not in users and len(users) < write.max_users:
+                users.add(write.user)
+            dimensions.append(f"u|{write.user if write.user in users else OTHER_USERS}|")
+        fields = self._hours.setdefault(write.hour_key, (expires_at, {}))[1]
+        for dimension in dimensions:
+            for metric, value in write.metrics.items():
+                name = dimension + metric
+                fields[name] = fields.get(name, 0) + value
+
+    async def read_hours(self, keys: list[str]) -> list[dict[str, int]]:
+        """Each hour hash's fields (a copy), {} for one not held."""
+        now = self._clock()
+        return [
+            dict(held[1]) if (held := self._hours.get(key)) and held[0] > now else {}
+            for key in keys
+        ]
+
     def _counter(self, key: str, expires_at: float) -> list[float]:
         counter = self._counters.get(key)
         if counter is None:
@@ -157,6 +213,9 @@ class MemoryStore:
         self._next_sweep = now + 60
         for key in [k for k, c in self._counters.items() if c[0] <= now]:
             del self._counters[key]
+        for table in (self._hours, self._users):
+            for key in [k for k, (expires_at, _) in table.items() if expires_at <= now]:
+                del table[key]
 
 
 def check(

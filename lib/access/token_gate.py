@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lib.access.bearer import read_unverified, require_token_size
 from lib.access.identity import OidcVerifier
 from lib.access.jwks_source import JwksSource
-from lib.access.policy import ANONYMOUS, NamedKey, Policy, key_hash
+from lib.access.policy import ANONYMOUS, OIDC_KEY_NAME, NamedKey, Policy, key_hash
 from lib.access.token_scope import ParentKey, TokenAsk, TokenGrant, grant_token
 from lib.access.tokens import ISSUER, ProxyTokens
 from lib.errors import NotEnabledError, TokenNotAllowedError, TokenRejectedError
@@ -26,7 +26,6 @@ from lib.settings import Settings
 # The key that identity-provider users spend: it has no limits of its own (GLOBAL_DAILY_TOKENS
 # still counts on it); each user's come from `[users]`. No key name holds a colon, so none
 # can share its windows in the limit store.
-OIDC_KEY_NAME = "oidc:users"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,5 +141,6 @@ class TokenGate:
 
 
 def _user_name(scope: str, user: str) -> str:
-    """The user's windows in the limit store: per key, hashed (user ids may be long or odd)."""
-    return f"user:{scope}:{hashlib.sha256(user.encode()).hexdigest()[:32]}"
+    """The user's windows in the limit store: under the key's (`<key>:user:<hash>`, see
+    `stores.store_key`), hashed (user ids may be long or odd)."""
+    return f"{scope}:user:{hashlib.sha256(user.encode()).hexdigest()[:32]}"

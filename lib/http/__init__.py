@@ -4,7 +4,12 @@ decoding of request bodies, cancellation when a caller hangs up, request ids and
 Pure ASGI and Starlette; it may import only `lib.errors` (nothing about models or keys).
 """
 
-from lib.http.access_log import LOGGER_NAME, RequestContextMiddleware, configure_logging
+from lib.http.access_log import (
+    LOGGER_NAME,
+    RequestContextMiddleware,
+    ResponseEndHook,
+    configure_logging,
+)
 from lib.http.body_limit import BodyLimitMiddleware
 from lib.http.disconnect import CancelOnDisconnectMiddleware
 from lib.http.request_body import (
@@ -21,6 +26,7 @@ __all__ = [
     "CancelOnDisconnectMiddleware",
     "DecodedRequest",
     "RequestContextMiddleware",
+    "ResponseEndHook",
     "configure_logging",
     "decode_json_body",
     "read_json_request",

@@ -12,6 +12,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,9 +54,12 @@ class RequestContextMiddleware:
     log line, and headers every response must carry (rate limits) in `response_headers`.
     """
 
-    def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
+    def __init__(
+        self, app: ASGIApp, logger: logging.Logger, on_end: ResponseEndHook | None = None
+    ) -> None:
         self.app = app
         self.logger = logger
+        self.on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,9 +72,21 @@ class RequestContextMiddleware:
         status: int | None = None
         id_header = (b"x-request-id", request_id.encode())
 
+        ended = self.on_end is None
+
+        async def end() -> None:
+            nonlocal ended
+            ended = True
+            assert self.on_end is not None
+            final = status or (499 if state.get("client_disconnected") else 500)
+            await self.on_end(state, final, time.perf_counter() - started)
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            if not ended and message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    await end()  # before the last byte: counted before the caller has it
+            elif message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
                 if not any(name == b"x-request-id" for name, _ in headers):
@@ -87,8 +104,16 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if not ended:  # the response never ended: a hang-up, or a failure mid-stream
+                await end()
             if self.logger.isEnabledFor(logging.INFO):
                 self.logger.info(_format_line(scope, state, status, started))
+
+
+# Called once per request as its response ends (before its last body message is sent), or
+# after the app returns when it never ended: with the request state, the status (499 for a
+# caller who hung up before an answer, 500 for none) and the seconds since it began.
+ResponseEndHook = Callable[[dict[str, Any], int, float], Awaitable[None]]
 
 
 def _request_id_from(scope: Scope) -> str:

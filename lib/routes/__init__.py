@@ -21,8 +21,9 @@ from lib.routes.service import health_router, limits_router
 from lib.routes.signposts import signpost_router
 from lib.routes.tasks import TASK_ROUTE_PREFIX, task_router
 from lib.routes.tokens import token_router
+from lib.routes.usage import usage_recorder, usage_router
 
-__all__ = ["TASK_ROUTE_PREFIX", "Services", "include_routes"]
+__all__ = ["TASK_ROUTE_PREFIX", "Services", "include_routes", "usage_recorder"]
 
 # In matching order (the API document lists them in it too).
 _ROUTERS = (
@@ -35,6 +36,7 @@ _ROUTERS = (
     task_router,
     signpost_router,
     token_router,
+    usage_router,
 )
 
 

@@ -78,6 +78,8 @@ class GatedRoute(APIRoute):
             caller = await services(request).access.identify(authorization)
             request.state.caller, request.state.access = caller, caller.record
             request.state.response_headers = caller.response_headers
+            if admits:  # an inference request: the usage ledger counts it, however it ends
+                request.state.usage_route = self.path
             size = _declared_size(request)
             if admits and size is not None:
                 await caller.admit(size)

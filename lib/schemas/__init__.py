@@ -33,6 +33,7 @@ from lib.schemas.service import (
 )
 from lib.schemas.tasks import TaskRequest
 from lib.schemas.tokens import TokenLimits, TokenRequest, TokenResponse
+from lib.schemas.usage import UsageCounts, UsageGroup, UsagePoint, UsageReportBody, UsageSpender
 from lib.schemas.validation import explain_validation_error
 
 __all__ = [
@@ -64,5 +65,10 @@ __all__ = [
     "TokenRequest",
     "TokenResponse",
     "Usage",
+    "UsageCounts",
+    "UsageGroup",
+    "UsagePoint",
+    "UsageReportBody",
+    "UsageSpender",
     "explain_validation_error",
 ]
