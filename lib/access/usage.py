@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from lib.access.stores import OTHER_USERS, store_key
+from lib.access.stores import store_key
 
 if TYPE_CHECKING:
     from lib.access.limits import Limiter
@@ -139,7 +139,8 @@ class Ledger:
 
 @dataclass(slots=True)
 class HourCounts:
-    """One key's hour, by dimension: `total`, and per user, model and route."""
+    """One key's hour, by dimension: `total`, and per user (as stored: escaped, or
+    `OTHER_USERS`), model and route."""
 
     total: dict[str, int]
     users: dict[str, dict[str, int]]
@@ -159,7 +160,9 @@ class HourCounts:
             if dimension == "k":
                 counts.total[metric] = counts.total.get(metric, 0) + value
             elif (table := by_dimension.get(dimension)) is not None:
-                value_of = stored if stored == OTHER_USERS else unescape(stored)
+                # Users stay escaped (so the overflow value cannot be confused with an id);
+                # models and routes are read back as they were.
+                value_of = stored if dimension == "u" else unescape(stored)
                 row = table.setdefault(value_of, {})
                 row[metric] = row.get(metric, 0) + value
         return counts

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lib.access.stores import OTHER_USERS
-from lib.access.usage import HOUR_S, METRICS, HourCounts, Ledger
+from lib.access.usage import HOUR_S, METRICS, HourCounts, Ledger, unescape
 
 GroupBy = Literal["key", "user", "model", "route"]
 Bucket = Literal["hour", "day"]
@@ -119,10 +119,10 @@ def _groups(key: str, counts: HourCounts, group_by: GroupBy) -> Iterable[tuple[G
     return [(Group(None if name == "-" else name), part) for name, part in table.items()]
 
 
-def _user_group(key: str, user: str) -> Group:
-    if user == OTHER_USERS:
+def _user_group(key: str, stored: str) -> Group:
+    if stored == OTHER_USERS:
         return Group("other", key, other=True)
-    return Group(user, key)
+    return Group(unescape(stored), key)
 
 
 def hour_of(epoch_s: float) -> int:
