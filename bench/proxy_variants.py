@@ -27,3 +27,16 @@ def proxy_with_aiohttp() -> FastAPI:
 def proxy_with_httpx_pool() -> FastAPI:
     """The proxy on httpx's default transport, with `BENCH_MAX_KEEPALIVE` idle connections kept."""
     return create_app(transport=httpx.AsyncHTTPTransport(limits=_LIMITS))
+
+
+def proxy_without_ledger() -> FastAPI:
+    """The proxy from the environment with the usage ledger's write left out: limits alone,
+    so one run measures what the ledger adds (bench/limits.py)."""
+    app = create_app()
+
+    async def _skip(entry: object) -> None:
+        return None
+
+    # The instance's method, not the class's: nothing else in this process is touched.
+    app.state.services.access.ledger.record = _skip
+    return app

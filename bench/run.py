@@ -121,8 +121,22 @@ PROXY_LIMITS = replace(
         "REDIS_URL": limits.REDIS_URL_PLACEHOLDER,
     },
 )
-SUITE = [DIRECT, PROXY, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE, REFERENCE_AIOHTTP]
-TINY = [DIRECT, PROXY, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE, REFERENCE_AIOHTTP]
+# Limits alone, without the usage ledger's write: what the ledger adds, against PROXY_LIMITS.
+PROXY_LIMITS_NO_LEDGER = replace(
+    PROXY_LIMITS,
+    name="proxy aiohttp + limits, no ledger",
+    app="bench.proxy_variants:proxy_without_ledger",
+)
+SUITE = [
+    DIRECT,
+    PROXY,
+    PROXY_CONTAINER,
+    PROXY_LIMITS,
+    PROXY_LIMITS_NO_LEDGER,
+    REFERENCE,
+    REFERENCE_AIOHTTP,
+]
+TINY = list(SUITE)
 # The options compared in bench/performance.md, each one change from the proxy as it is.
 EXPLORE = [
     *SUITE,
@@ -242,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.explore:
         options.targets = list(EXPLORE)
     elif args.limits:
-        options.targets = [DIRECT, PROXY_CONTAINER, PROXY_LIMITS, REFERENCE_AIOHTTP]
+        options.targets = [
+            DIRECT,
+            PROXY_CONTAINER,
+            PROXY_LIMITS,
+            PROXY_LIMITS_NO_LEDGER,
+            REFERENCE_AIOHTTP,
+        ]
         options.concurrencies = (1, 16)
         options.cold_start_runs = 0
     options.rounds = args.rounds or options.rounds
@@ -568,22 +588,24 @@ def _report(
             f"| {peak_rss[target.name]:.1f} |"
         )
     lines += ["", *_targets(options, load, first_byte, held)]
-    if PROXY_LIMITS.name in names and PROXY_CONTAINER.name in names:
-        cells = {
-            scenario.name: {
-                (clients, name): (
-                    [m.p50_ms for m in load[(scenario.name, clients, name)]],
-                    [m.rps for m in load[(scenario.name, clients, name)]],
-                )
-                for clients in options.concurrencies
-                for name in (PROXY_LIMITS.name, PROXY_CONTAINER.name)
+    sections = (
+        (limits.report, PROXY_LIMITS.name, PROXY_CONTAINER.name),
+        (limits.ledger_report, PROXY_LIMITS.name, PROXY_LIMITS_NO_LEDGER.name),
+    )
+    for section, on, off in sections:
+        if on in names and off in names:
+            cells = {
+                scenario.name: {
+                    (clients, name): (
+                        [m.p50_ms for m in load[(scenario.name, clients, name)]],
+                        [m.rps for m in load[(scenario.name, clients, name)]],
+                    )
+                    for clients in options.concurrencies
+                    for name in (on, off)
+                }
+                for scenario in SCENARIOS
             }
-            for scenario in SCENARIOS
-        }
-        lines += [
-            "",
-            *limits.report(cells, PROXY_LIMITS.name, PROXY_CONTAINER.name, options.concurrencies),
-        ]
+            lines += ["", *section(cells, on, off, options.concurrencies)]
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 BURST_KEY = "pg_test_canary_key_burst"
 BUDGET_KEY = "pg_test_canary_key_budget"
 STREAM_KEY = "pg_test_canary_key_stream"
+ADMIN_KEY = "pg_test_canary_admin_shared"
 HELLO = {"messages": [{"role": "user", "content": "Hello?"}]}
 # The stand-in counts words: "Hello?" is 1 prompt token; its answer, 8 completion tokens.
 TOKENS_PER_HELLO = 9
@@ -53,6 +54,9 @@ daily_tokens = {DAILY_TOKENS}
 [keys.stream]
 sha256 = "{_sha(STREAM_KEY)}"
 tpm = 100000
+
+[admins.ops]
+sha256 = "{_sha(ADMIN_KEY)}"
 """
 
 
@@ -102,12 +106,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         }
         processes, urls, outputs = [], [], []
         try:
-            for _ in range(2):
+            for parser in ("httptools", "h11"):  # Vercel's runtime serves with h11
                 port = _free_port()
                 output = (workdir / f"proxy-{port}.log").open("wb")
                 outputs.append(output)
                 command = [sys.executable, "-m", "uvicorn", "api.index:app", "--host"]
                 command += ["127.0.0.1", "--port", str(port), "--log-level", "warning"]
+                command += ["--http", parser]
                 process = subprocess.Popen(
                     command, cwd=workdir, env=env, stdout=output, stderr=subprocess.STDOUT
                 )
@@ -249,3 +254,42 @@ def test_a_stream_the_caller_hangs_up_on_counts_what_was_relayed(
     prompt_tokens = math.ceil(len(prompt) / 4)
     whole_answer = len("Hello from the stand-in upstream! You said: " + prompt)
     assert prompt_tokens < spent < prompt_tokens + math.ceil(whole_answer / 4)
+
+
+def test_usage_from_both_processes_adds_up_in_one_ledger(deployment: Deployment) -> None:
+    for i in range(5):
+        url = deployment.urls[i % 2]
+        response = httpx.post(
+            f"{url}/v1/chat/completions", json=HELLO, headers=_auth(STREAM_KEY), timeout=30
+        )
+        assert response.status_code == 200
+    bad = httpx.post(
+        f"{deployment.urls[1]}/v1/chat/completions",
+        json={"messages": "?"},
+        headers=_auth(STREAM_KEY),
+        timeout=30,
+    )
+    assert bad.status_code == 422
+    for url in deployment.urls:  # either instance reads the one ledger
+        report = _usage_once_counted(url, "stream", requests=6)
+        assert report["store"] == "redis"
+        assert report["totals"]["requests"] == 6
+        assert report["totals"]["refused"] == 1
+        assert report["totals"]["total_tokens"] == 5 * TOKENS_PER_HELLO
+    stranger = httpx.get(f"{deployment.urls[0]}/api/usage", headers=_auth(STREAM_KEY))
+    assert stranger.status_code == 403
+
+
+def _usage_once_counted(url: str, key: str, *, requests: int) -> dict:
+    """The usage report of `key`, read until it holds `requests` (a second at most): each
+    count is handed to Redis before its response ends, its reply read in the background."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        read = httpx.get(
+            f"{url}/api/usage", params={"key": key}, headers=_auth(ADMIN_KEY), timeout=30
+        )
+        assert read.status_code == 200, read.text
+        report = read.json()
+        if report["totals"]["requests"] >= requests or time.monotonic() > deadline:
+            return report
+        time.sleep(0.02)

@@ -141,32 +141,32 @@ class AccessControl:
         return Caller(key, self.limiter, AccessRecord(key.name))
 
     def identify_admin(self, authorization: str | None) -> AdminKey:
-        """The admin key the raw `Authorization` header holds, or raise: `NotEnabledError`
-        (404: no admin keys configured), `AuthenticationError` (401: none, or unknown) or
-        `AdminKeyRequiredError` (403: a client key or a token, which cannot read usage)."""
+        """The admin key the raw `Authorization` header holds, or raise: `AuthenticationError`
+        (401: none, or unknown), `NotEnabledError` (404: a bearer, but no admin keys are
+        configured) or `AdminKeyRequiredError` (403: a client key or a token)."""
+        bearer = bearer_value(authorization)
+        if not bearer:
+            raise AuthenticationError(
+                "Missing admin key. Send it as 'Authorization: Bearer <admin key>'.",
+                code="missing_api_key",
+            )
         if not self.admins:
             raise NotEnabledError(
                 "This deployment has no admin keys: the owner sets ADMIN_API_KEYS "
                 "(sha256:<hex> of a key; make key prints both) or an [admins] table in the "
                 "policy file to read usage."
             )
-        bearer = bearer_value(authorization)
         presented = hashlib.sha256(bearer.encode()).digest()
         found = None
         for admin in self.admins:  # every digest compared: the time says nothing
             if hmac.compare_digest(presented, admin.digest):
                 found = admin
-        if found is not None and bearer:
+        if found is not None:
             return found
         if looks_like_jwt(bearer) or self.keys.knows(bearer):
             raise AdminKeyRequiredError(
                 "This route needs an admin key (ADMIN_API_KEYS): client keys and tokens "
                 "cannot read usage."
-            )
-        if not bearer:
-            raise AuthenticationError(
-                "Missing admin key. Send it as 'Authorization: Bearer <admin key>'.",
-                code="missing_api_key",
             )
         raise AuthenticationError("Invalid admin key.")
 
