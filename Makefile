@@ -29,7 +29,7 @@ bench: $(STAMP)  ## Measure what the proxy adds over nginx and a bare forwarder 
 	$(BIN)/python -m bench.run
 
 screenshots: $(STAMP)  ## Refresh docs/screenshot-*.png from the browser tests (CI=true: fail without Chromium)
-	CI=true SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_pages_browser.py
+	CI=true SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_pages_browser.py tests/test_usage_browser.py
 
 bench-cold: $(STAMP)  ## Cold start of api.index against a bare FastAPI app (bench/cold_start.md)
 	$(BIN)/python -m bench.cold_start

@@ -25,9 +25,9 @@ import pytest
 
 from lib.app import create_app
 from lib.standin import StandinState, create_standin_app
+from tests.browser import LOOPBACK_HOSTS, launched_chromium
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, Clock, make_settings
 from tests.servers import serve_on_loopback
-from tests.test_pages_browser import LOOPBACK_HOSTS, launched_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWER = "Hello from the stand-in upstream! You said: Say hello."  # the page's prompt

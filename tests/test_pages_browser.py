@@ -9,52 +9,33 @@ CI=true they fail instead.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from lib.app import create_app
 from lib.routes.pages import CONTENT_SECURITY_POLICY, REDOC_CONTENT_SECURITY_POLICY
 from lib.standin import StandinState, create_standin_app
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    Watch,
+    assert_clean,
+    launched_chromium,
+    open_page,
+    save_screenshot,
+)
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
 from tests.servers import serve_on_loopback
 
-# Debian's Chromium by default; CHROMIUM_PATH names another (GitHub's Ubuntu runners have
-# Google Chrome at /usr/bin/google-chrome, and Ubuntu's chromium package is only a snap stub).
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 STANDIN_ANSWER = "Hello from the stand-in upstream!"
 MODEL = "HuggingFaceTB/SmolLM3-3B"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-REPO = Path(__file__).resolve().parents[1]
-DESKTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
 REQUEST_TIMEOUT_S = 3.0
-
-
-def _require_chromium() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    reason = (
-        f"BROWSER TESTS NOT RUN: {CHROMIUM} is missing. Install it with "
-        "`apt-get install -y chromium` (.ci/run does this)."
-    )
-    pytest.skip(reason)  # under CI, conftest turns the skip into a failure
 
 
 @dataclass
@@ -78,54 +59,9 @@ def live() -> Iterator[Live]:
             yield Live(url=url, standin=state)
 
 
-def launched_chromium() -> Iterator[Any]:
-    """Chromium under Playwright, headless and kept off the network; skips (fails under CI)
-    when it is not installed."""
-    _require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     yield from launched_chromium()
-
-
-@dataclass
-class Watch:
-    """What the browser tried beyond loopback, and the page problems it reported."""
-
-    blocked: list[str] = field(default_factory=list)
-    csp_violations: list[str] = field(default_factory=list)
-    page_errors: list[str] = field(default_factory=list)
-
-
-def _open_page(browser: Any, viewport: dict[str, int], watch: Watch) -> Any:
-    context = browser.new_context(viewport=viewport)
-
-    def only_loopback(route: Any) -> None:
-        url = route.request.url
-        if url.startswith(("data:", "blob:")) or urlsplit(url).hostname in LOOPBACK_HOSTS:
-            route.continue_()
-        else:
-            watch.blocked.append(url)
-            route.abort("blockedbyclient")
-
-    context.route("**/*", only_loopback)
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-
-    def on_console(message: Any) -> None:
-        if "Content Security Policy" in message.text:
-            watch.csp_violations.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: watch.page_errors.append(str(error)))
-    return page
 
 
 @pytest.fixture
@@ -137,23 +73,9 @@ def watch() -> Iterator[Watch]:
 
 @pytest.fixture
 def page(browser: Any, watch: Watch) -> Iterator[Any]:
-    page = _open_page(browser, DESKTOP, watch)
+    page = open_page(browser, DESKTOP, watch)
     yield page
     page.context.close()
-
-
-def _save_screenshot(page: Any, name: str, tmp_path: Path) -> Path:
-    """Saves into SCREENSHOT_DIR (relative to the repo) when set, else into the test's tmp dir."""
-    folder = os.environ.get("SCREENSHOT_DIR")
-    path = (REPO / folder if folder else tmp_path) / name
-    page.screenshot(path=str(path), full_page=False)
-    return path
-
-
-def _assert_clean(watch: Watch) -> None:
-    assert watch.blocked == []
-    assert watch.csp_violations == []
-    assert watch.page_errors == []
 
 
 # ---- /docs and /redoc ------------------------------------------------------------------------
@@ -183,16 +105,18 @@ def test_docs_try_it_out_reaches_the_standin_through_the_proxy(
         "nodes => nodes.map(n => n.dataset.path)"
     )
     assert set(paths) >= {"/v1/chat/completions", "/api/generate", "/v1/models", "/api/health"}
-    _save_screenshot(page, "screenshot-docs.png", tmp_path)
+    save_screenshot(page, "screenshot-docs.png", tmp_path)
 
     page.locator(".auth-wrapper button.authorize").click()
     dialog = page.locator(".modal-ux")
-    dialog.get_by_label("auth-bearer-value").fill(CANARY_KEY)
-    dialog.get_by_role("button", name="Apply credentials").click()
-    dialog.get_by_role(
+    # The client key's scheme; the dialog also offers the admin key's (GET /api/usage).
+    client_key = dialog.locator("form", has_text="HTTPBearer")
+    client_key.get_by_label("auth-bearer-value").fill(CANARY_KEY)
+    client_key.get_by_role("button", name="Apply credentials").click()
+    client_key.get_by_role(
         "button", name="Remove authorization"
     ).wait_for()  # Swagger UI accepted the key
-    dialog.get_by_role("button", name="Close").click()
+    dialog.get_by_role("button", name="Close").first.click()
     received_before = len(live.standin.received)
 
     chat = _try_it_out(page, "/v1/chat/completions")
@@ -204,7 +128,7 @@ def test_docs_try_it_out_reaches_the_standin_through_the_proxy(
     assert [r["path"] for r in sent] == ["/v1/chat/completions", "/v1/chat/completions"]
     # The proxy swapped the client key typed into Authorize for the server's token.
     assert all(r["headers"]["authorization"] == f"Bearer {CANARY_TOKEN}" for r in sent)
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 def test_docs_without_authorize_shows_the_401_error_shape(live: Live, page: Any) -> None:
@@ -220,7 +144,7 @@ def test_redoc_renders_the_operations_from_this_origin(live: Live, page: Any, wa
     page.get_by_role("heading", name="Create a chat completion").wait_for()
     text = page.locator("body").inner_text()
     assert "Generate text from a prompt" in text and "List the allowed models" in text
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 # ---- the playground at / -----------------------------------------------------------------------
@@ -275,7 +199,7 @@ def test_playground_streams_an_answer_token_by_token(
     sent = live.standin.received[-1]["json"]
     assert sent["model"] == MODEL and sent["stream"] is True
     assert sent["messages"][-1] == {"role": "user", "content": prompt}
-    _save_screenshot(page, "screenshot-playground.png", tmp_path)
+    save_screenshot(page, "screenshot-playground.png", tmp_path)
 
     # The key stays in this tab's sessionStorage, and nowhere in the page or localStorage.
     assert page.evaluate("sessionStorage.getItem('promptgate.clientKey')") == CANARY_KEY
@@ -283,7 +207,7 @@ def test_playground_streams_an_answer_token_by_token(
     page.reload()
     assert page.get_by_label("Client key").input_value() == CANARY_KEY
     assert CANARY_KEY not in page.content().replace(f'value="{CANARY_KEY}"', "")
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 def test_playground_trades_the_key_for_a_token_and_keeps_only_the_token(
@@ -305,7 +229,7 @@ def test_playground_trades_the_key_for_a_token_and_keeps_only_the_token(
     assert page.locator("#answer").inner_text().endswith("You said: Hello with a token")
     page.get_by_role("button", name="Trade the key for a short-lived token").click()
     page.locator("#error").filter(has_text="Tokens cannot mint tokens").wait_for()
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 def test_playground_stop_ends_a_running_answer(live: Live, page: Any, watch: Watch) -> None:
@@ -330,7 +254,7 @@ def test_playground_stop_ends_a_running_answer(live: Live, page: Any, watch: Wat
         assert page.locator("#error").is_hidden()
     finally:
         live.standin.token_delay_s = 0.05
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 def test_playground_explains_a_wrong_key(live: Live, page: Any, watch: Watch) -> None:
@@ -347,7 +271,7 @@ def test_playground_explains_a_wrong_key(live: Live, page: Any, watch: Watch) ->
     assert "{" not in alert.inner_text()
     assert re.search(r"\(request id [0-9a-f]{32}\)$", alert.inner_text())
     assert len(live.standin.received) == received_before
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 @pytest.mark.parametrize(
@@ -370,12 +294,12 @@ def test_playground_explains_upstream_failures(
     assert message in alert and "{" not in alert
     if fault == "#standin:429":
         assert "Try again in 7 s" in alert  # the stand-in's Retry-After, passed on
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 def test_playground_at_phone_width(live: Live, browser: Any, tmp_path: Path) -> None:
     watch = Watch()
-    page = _open_page(browser, PHONE, watch)
+    page = open_page(browser, PHONE, watch)
     try:
         page.goto(f"{live.url}/")
         _enter_key(page, CANARY_KEY)
@@ -388,10 +312,10 @@ def test_playground_at_phone_width(live: Live, browser: Any, tmp_path: Path) -> 
             box = page.get_by_role("button", name=name).bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
             assert box["height"] >= 40  # big enough to tap
-        _save_screenshot(page, "screenshot-playground-phone.png", tmp_path)
+        save_screenshot(page, "screenshot-playground-phone.png", tmp_path)
     finally:
         page.context.close()
-    _assert_clean(watch)
+    assert_clean(watch)
 
 
 def test_playground_is_usable_from_the_keyboard(live: Live, page: Any, watch: Watch) -> None:
@@ -415,4 +339,4 @@ def test_playground_is_usable_from_the_keyboard(live: Live, page: Any, watch: Wa
     page.keyboard.press("Control+Enter")
     page.get_by_role("status").filter(has_text="Done").wait_for()
     assert "You said: typed without a mouse second line" in page.locator("#answer").inner_text()
-    _assert_clean(watch)
+    assert_clean(watch)

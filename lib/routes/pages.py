@@ -1,4 +1,5 @@
-"""The browser pages: the playground at `/`, Swagger UI at `/docs` and ReDoc at `/redoc`.
+"""The browser pages: the playground at `/`, the owner's usage page at `/usage`, Swagger UI at
+`/docs` and ReDoc at `/redoc`.
 
 Everything they load comes from this origin: the playground's own files from `lib/static/`,
 Swagger UI and ReDoc from the pinned `fastapi-standalone-docs` package, whose files are
@@ -52,6 +53,11 @@ _OWN_FILES = {
     "playground.css": "text/css; charset=utf-8",
     "playground.js": "text/javascript; charset=utf-8",
     "swagger-init.js": "text/javascript; charset=utf-8",
+    "usage.css": "text/css; charset=utf-8",
+    "usage.js": "text/javascript; charset=utf-8",
+    # uPlot 1.6.32 (MIT, uplot-LICENSE.txt), vendored from npm: the usage page's charts.
+    "uplot.min.css": "text/css; charset=utf-8",
+    "uplot.min.js": "text/javascript; charset=utf-8",
 }
 # The vendor files served, by URL name: (path inside the package's static/, media type).
 _VENDOR_FILES = {
@@ -65,6 +71,7 @@ _VENDOR_FILES = {
 def include_pages(app: FastAPI) -> None:
     """Serve the playground at `/`, Swagger UI at `/docs`, ReDoc at `/redoc` and their files."""
     app.add_api_route("/", _playground, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/usage", _usage_page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/docs", _swagger_ui, methods=["GET"], include_in_schema=False)
     app.add_api_route("/redoc", _redoc, methods=["GET"], include_in_schema=False)
     app.add_api_route("/redoc/logo-mini.svg", _redoc_logo, methods=["GET"], include_in_schema=False)
@@ -82,6 +89,15 @@ def include_pages(app: FastAPI) -> None:
 async def _playground() -> Response:
     return FileResponse(
         _STATIC_DIR / "playground.html",
+        media_type="text/html; charset=utf-8",
+        headers=PAGE_HEADERS,
+    )
+
+
+async def _usage_page() -> Response:
+    # The page holds no data: it asks GET /api/usage with the admin key the owner types in.
+    return FileResponse(
+        _STATIC_DIR / "usage.html",
         media_type="text/html; charset=utf-8",
         headers=PAGE_HEADERS,
     )
