@@ -24,6 +24,7 @@ from lib.http import (
     BodyLimitMiddleware,
     CancelOnDisconnectMiddleware,
     RequestContextMiddleware,
+    ResponseEndHook,
     configure_logging,
 )
 from lib.routes import TASK_ROUTE_PREFIX, Services, include_routes, usage_recorder
@@ -62,12 +63,21 @@ def create_app(
     logger = configure_logging(settings.log_level)
     upstream = UpstreamClient(settings, transport=transport)
     access = AccessControl(settings, clock=clock, logger=logger)
+    on_end = usage_recorder(access.ledger)
+    tracer = None
+    if settings.traces_endpoint is not None:  # the OpenTelemetry SDK is imported only then
+        from lib.tracing import Tracer
+
+        tracer = Tracer(settings)
+        on_end = _both(on_end, tracer.record)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await upstream.aclose()
         await access.aclose()
+        if tracer is not None:
+            await tracer.aclose()
 
     app = FastAPI(
         title="promptgate",
@@ -100,10 +110,16 @@ def create_app(
         timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(CancelOnDisconnectMiddleware)
-    app.add_middleware(
-        RequestContextMiddleware, logger=logger, on_end=usage_recorder(access.ledger)
-    )
+    app.add_middleware(RequestContextMiddleware, logger=logger, on_end=on_end)
     return app
+
+
+def _both(first: ResponseEndHook, second: ResponseEndHook) -> ResponseEndHook:
+    async def both(state: dict[str, Any], status: int, latency_s: float) -> None:
+        await first(state, status, latency_s)
+        await second(state, status, latency_s)
+
+    return both
 
 
 def create_app_or_exit() -> FastAPI:

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     usage_max_users_per_key: int = Field(default=1000, ge=1, le=1_000_000)
     # Keys that may read the ledger (GET /api/usage) and nothing else: sha256:<hex> entries.
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # OpenTelemetry traces (lib/tracing.py), under the standard variables' names: on when an
+    # endpoint is set. The traces endpoint is used as is; the other gets /v1/traces added.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str = "promptgate"
+    otel_capture_content: bool = False
     # Short-lived tokens for browser apps (lib/access/tokens.py): on when TOKEN_SECRET is set.
     token_secret: SecretStr | None = None
     token_secret_previous: SecretStr | None = None
@@ -118,6 +124,8 @@ class Settings(BaseSettings):
         "oidc_issuer",
         "oidc_audience",
         "oidc_jwks_url",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
         mode="before",
     )
     @classmethod
@@ -254,6 +262,22 @@ class Settings(BaseSettings):
     def tokens_configured(self) -> bool:
         """True when bearer tokens are accepted: the proxy's own, or an identity provider's."""
         return self.token_secret is not None or self.oidc_issuer is not None
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL (OTLP over HTTP)")
+        return value
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where spans are sent (OTLP/HTTP), or None when tracing is off."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        if self.otel_exporter_otlp_endpoint:
+            return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        return None
 
     @property
     def limits_store_url(self) -> SecretStr | None:

@@ -41,6 +41,12 @@ DENIED = {
     "cryptography": "identity-provider keys: loaded with jwt, only when tokens are configured",
     "lib.access.token_scope": "the tokens' narrowing rules: loaded by the first mint, or at "
     "start when TOKEN_SECRET or OIDC_ISSUER is set",
+    # FastAPI imports OpenTelemetry's API (its native telemetry); the SDK is ours to load.
+    "opentelemetry.sdk": "traces: the SDK, only when OTEL_EXPORTER_OTLP_ENDPOINT is set",
+    "opentelemetry.exporter": "traces: the OTLP exporter, only when traces are configured",
+    "google.protobuf": "traces' wire format: loaded with the OTLP exporter, only when configured",
+    "requests": "the OTLP exporter's HTTP client, only when traces are configured",
+    "lib.tracing": "traces: only when OTEL_EXPORTER_OTLP_ENDPOINT is set",
 }
 # Not listed: click, pygments and rich. `import httpx` loads its CLI (httpx._main) and so
 # whichever of them is installed; the dev venv has them, a deployed function has only click.

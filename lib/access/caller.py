@@ -17,6 +17,8 @@ from lib.model_ids import is_model_allowed
 
 # Without a usage report, a text's tokens are estimated at four characters each.
 _CHARS_PER_TOKEN = 4
+# The length fields a request may carry at its top level, in the order a trace reports them.
+_LENGTH_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 # Counting tokens after a hang-up must not be cancelled with the request, nor hang.
 _CHARGE_BOUND_S = 2.0
 
@@ -86,6 +88,11 @@ class Caller:
         none is set, `send_as` is sent with the cap shared among the `n` choices.
         """
         check_completion_fields(payload, self.completion_cap, send_as=send_as)
+        parameters = payload.get("parameters")
+        sent = [payload.get(name) for name in _LENGTH_FIELDS]
+        if isinstance(parameters, dict):
+            sent.append(parameters.get("max_new_tokens"))
+        self.record.max_tokens = next((n for n in sent if isinstance(n, int)), None)
 
     async def admit(self, body_bytes: int) -> None:
         """Count this request on the user's limits and the key's, holding its worst case in

@@ -55,6 +55,7 @@ class AccessRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     refused_by: str | None = None
+    max_tokens: int | None = None  # the completion cap sent upstream (for traces)
 
 
 @dataclass(slots=True)

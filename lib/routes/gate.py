@@ -89,8 +89,10 @@ class GatedRoute(APIRoute):
                 # A chunked body declares no size: it is read (within the body limit) first.
                 await caller.admit(len(await request.body()))
             try:
-                if call_directly is not None and isinstance(request, DecodedRequest):
-                    return await call_directly(request, caller, await request.json())
+                if isinstance(request, DecodedRequest):
+                    request.state.json_body = data = await request.json()  # for traces
+                    if call_directly is not None:
+                        return await call_directly(request, caller, data)
                 return await handler(request)
             except Exception:
                 # Failed before the upstream answered (or its answer was refused): nothing

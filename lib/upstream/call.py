@@ -15,6 +15,7 @@ class UpstreamCall:
     attempts: int = 0
     status: int | None = None
     deadline: float | None = None
+    response_model: str | None = None  # the model a JSON answer names (for traces)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,8 @@ class UpstreamClient:
             data = parse_json(content)
         except ValueError as exc:
             raise UpstreamError("The upstream answered with a body that is not JSON.") from exc
+        if isinstance(data, dict) and isinstance(model := data.get("model"), str):
+            call.response_model = model[:200]
         return UpstreamReply(content, data)
 
     async def open_stream(
