@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -101,17 +102,11 @@ def run_redis_server(
         args += ["--tls-auth-clients", "no"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = RedisServer(port, process, password, tls_port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if "PONG" in server.command("PING"):
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.05)
+    try:
+        _wait_for_ping(server)
+    except RuntimeError:
+        process.kill()
+        raise
     try:
         yield server
     finally:
@@ -119,3 +114,52 @@ def run_redis_server(
             os.kill(process.pid, signal.SIGCONT)
             process.terminate()
             process.wait(timeout=10)
+
+
+@contextmanager
+def run_redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisServer]]:
+    """A Redis Cluster of `nodes` masters on loopback (no replicas), its slots spread by
+    `redis-cli --cluster create`; node files live in `directory`. Stopped on exit."""
+    binary = redis_server_binary()
+    servers: list[RedisServer] = []
+    try:
+        for _ in range(nodes):
+            port = _free_port()
+            args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            args += ["--appendonly", "no", "--cluster-enabled", "yes"]
+            args += ["--cluster-config-file", f"nodes-{port}.conf"]
+            args += ["--cluster-node-timeout", "2000"]
+            process = subprocess.Popen(
+                args, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            servers.append(RedisServer(port, process))
+        for server in servers:
+            _wait_for_ping(server)
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers)]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        subprocess.run(create, check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 20
+        while not all("cluster_state:ok" in s.command("CLUSTER", "INFO") for s in servers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come up")
+            time.sleep(0.1)
+        yield servers
+    finally:
+        for server in servers:
+            if server.process.poll() is None:
+                server.process.terminate()
+                server.process.wait(timeout=10)
+
+
+def _wait_for_ping(server: RedisServer) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if "PONG" in server.command("PING"):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.process.poll() is not None:
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
