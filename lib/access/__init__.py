@@ -22,7 +22,15 @@ from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
 from lib.access.policy import ANONYMOUS, OIDC_KEY_NAME, AdminKey, NamedKey, Policy, load_policies
 from lib.access.refusals import RATE_LIMIT_HEADERS
 from lib.access.usage import Ledger, UsageEntry
-from lib.access.usage_report import Group, Tally, UsageReport, build_usage_report, hour_of
+from lib.access.usage_report import (
+    Bucket,
+    Group,
+    GroupBy,
+    Tally,
+    UsageReport,
+    build_usage_report,
+    hour_of,
+)
 from lib.errors import (
     AdminKeyRequiredError,
     AuthenticationError,
@@ -41,8 +49,10 @@ __all__ = [
     "AccessControl",
     "AccessRecord",
     "AdminKey",
+    "Bucket",
     "Caller",
     "Group",
+    "GroupBy",
     "Ledger",
     "NamedKey",
     "Policy",

@@ -122,6 +122,8 @@ return 1
 """
 
 _T = TypeVar("_T")
+# The longest a usage report's read may take (thousands of hours in one pipeline).
+_READ_BOUND_S = 10.0
 # A lost settlement is logged at most this often.
 _LOG_EVERY_S = 60.0
 
@@ -215,7 +217,8 @@ class RedisStore:
     async def read_hours(self, keys: list[str]) -> list[dict[str, int]]:
         """Every field of each hour hash in `keys`, in one pipelined write."""
         commands: list[tuple[str | int | bytes, ...]] = [("HGETALL", key) for key in keys]
-        replies = await self._bounded(self._connection.execute_many(commands))
+        # A report reads up to USAGE_RETENTION_DAYS of hours per key: not a request's bound.
+        replies = await self._bounded(self._connection.execute_many(commands), _READ_BOUND_S)
         return [
             {reply[i].decode(): int(reply[i + 1]) for i in range(0, len(reply), 2)}
             for reply in replies
@@ -273,9 +276,9 @@ class RedisStore:
         }
         self._logger.warning(json.dumps(event, separators=(",", ":")))
 
-    async def _bounded(self, operation: Awaitable[_T]) -> _T:
+    async def _bounded(self, operation: Awaitable[_T], bound_s: float | None = None) -> _T:
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(bound_s or self._timeout_s):
                 return await operation
         except TimeoutError as exc:
             # What the connection holds now is unknown (a frozen server): start afresh.

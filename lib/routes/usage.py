@@ -16,7 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from lib.access import (
     AccessRecord,
     AdminKey,
+    Bucket,
     Group,
+    GroupBy,
     Ledger,
     Tally,
     UsageEntry,
@@ -107,13 +109,9 @@ async def read_usage(
         str | None,
         Query(description="ISO 8601 date (that whole day) or instant, UTC; default: now."),
     ] = None,
-    group_by: Annotated[
-        str, Query(pattern="^(key|user|model|route)$", description="key, user, model or route.")
-    ] = "key",
+    group_by: Annotated[GroupBy, Query(description="key, user, model or route.")] = "key",
     key: Annotated[str | None, Query(description="Only this key (a name).")] = None,
-    bucket: Annotated[
-        str | None, Query(pattern="^(hour|day)$", description="Default: hour up to 2 days.")
-    ] = None,
+    bucket: Annotated[Bucket | None, Query(description="Default: hour up to 2 days.")] = None,
 ) -> Response:
     """Requests, tokens, errors and latency per hour or UTC day, by key, user, model or route,
     with totals and the top spenders. `Accept: text/csv` answers the series as CSV. Counts
@@ -132,8 +130,8 @@ async def read_usage(
         [key] if key is not None else access.ledger_keys,
         first_hour=first_hour,
         last_hour=last_hour,
-        bucket=(bucket or ("hour" if last_hour - first_hour < 48 else "day")),  # type: ignore[arg-type]
-        group_by=group_by,  # type: ignore[arg-type]
+        bucket=bucket or ("hour" if last_hour - first_hour < 48 else "day"),
+        group_by=group_by,
     )
     headers = {"Cache-Control": "no-store"}
     if "text/csv" in request.headers.get("accept", ""):
