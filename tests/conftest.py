@@ -66,6 +66,13 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def sha256_hex(key: str) -> str:
+    """A key's SHA-256 as the policy file and `sha256:` entries hold it."""
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Settings for tests: the canary token and key, a fake upstream host."""
     values: dict[str, Any] = {
@@ -193,3 +200,22 @@ def store_url(request: pytest.FixtureRequest) -> str | None:
     server: RedisServer = request.getfixturevalue("redis_server")
     server.flush()
     return server.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium under Playwright for a module's browser tests (tests/browser.py); skips,
+    loudly, without it (fails under CI)."""
+    from tests.browser import launched_chromium
+
+    yield from launched_chromium()
+
+
+@pytest.fixture
+def watch() -> Iterator[Any]:
+    """What a browser test's pages tried beyond loopback: nothing, checked at the end."""
+    from tests.browser import Watch
+
+    watch = Watch()
+    yield watch
+    assert watch.blocked == [], "the page tried to reach beyond loopback"

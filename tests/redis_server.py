@@ -124,7 +124,7 @@ def run_redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisSer
     servers: list[RedisServer] = []
     try:
         for _ in range(nodes):
-            port = _free_port()
+            port = _free_cluster_port()
             args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
             args += ["--appendonly", "no", "--cluster-enabled", "yes"]
             args += ["--cluster-config-file", f"nodes-{port}.conf"]
@@ -150,6 +150,21 @@ def run_redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisSer
             if server.process.poll() is None:
                 server.process.terminate()
                 server.process.wait(timeout=10)
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free and valid too."""
+    for _ in range(100):
+        port = _free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def _wait_for_ping(server: RedisServer) -> None:

@@ -6,7 +6,6 @@ lets a cluster serve them."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +14,7 @@ import respx
 from fastapi.testclient import TestClient
 
 from lib.app import create_app
-from tests.conftest import AUTH, CANARY_KEY, chat_completion, make_settings
+from tests.conftest import AUTH, CANARY_KEY, chat_completion, make_settings, sha256_hex
 from tests.redis_server import RedisServer, run_redis_cluster
 from tests.secret_audit import audited
 
@@ -25,18 +24,14 @@ ADMIN_KEY = "pg_test_canary_admin_cluster"
 TOKEN_SECRET = "pg_test_canary_token_secret_cluster_0123456789"
 
 
-def _sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 POLICY = f"""
 [keys.app]
-sha256 = "{_sha(CANARY_KEY)}"
+sha256 = "{sha256_hex(CANARY_KEY)}"
 rpm = 5
 daily_tokens = 100000
 
 [admins.ops]
-sha256 = "{_sha(ADMIN_KEY)}"
+sha256 = "{sha256_hex(ADMIN_KEY)}"
 """
 
 

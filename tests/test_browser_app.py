@@ -25,7 +25,7 @@ import pytest
 
 from lib.app import create_app
 from lib.standin import StandinState, create_standin_app
-from tests.browser import LOOPBACK_HOSTS, launched_chromium
+from tests.browser import LOOPBACK_HOSTS
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, Clock, make_settings
 from tests.servers import serve_on_loopback
 
@@ -89,11 +89,6 @@ def deployment() -> Iterator[Deployment]:
                 )
                 app_holder["app"] = backend.create_app(config)
                 yield Deployment(proxy_url, app_url, foreign_url, clock)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launched_chromium()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from tests.browser import (
     PHONE,
     Watch,
     assert_clean,
-    launched_chromium,
     open_page,
     save_screenshot,
 )
@@ -57,18 +56,6 @@ def live() -> Iterator[Live]:
         )
         with serve_on_loopback(create_app(settings)) as url:
             yield Live(url=url, standin=state)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launched_chromium()
-
-
-@pytest.fixture
-def watch() -> Iterator[Watch]:
-    watch = Watch()
-    yield watch
-    assert watch.blocked == [], "the page tried to reach beyond loopback"
 
 
 @pytest.fixture

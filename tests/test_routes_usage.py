@@ -4,7 +4,6 @@ on the in-process store and on a real Redis. Hours and days move with an injecte
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from tests.conftest import (
     chat_completion,
     chunk,
     make_settings,
+    sha256_hex,
     sse,
 )
 from tests.redis_server import RedisServer, run_redis_server
@@ -38,21 +38,17 @@ OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 TOKEN_SECRET = "pg_test_canary_token_secret_0123456789abcdef"
 
 
-def _sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 POLICY = f"""
 [keys.app]
-sha256 = "{_sha(CANARY_KEY)}"
+sha256 = "{sha256_hex(CANARY_KEY)}"
 rpm = 1000
 
 [keys.other]
-sha256 = "{_sha(OTHER_KEY)}"
+sha256 = "{sha256_hex(OTHER_KEY)}"
 rpm = 2
 
 [admins.ops]
-sha256 = "{_sha(ADMIN_KEY)}"
+sha256 = "{sha256_hex(ADMIN_KEY)}"
 """
 
 
@@ -308,7 +304,7 @@ def test_an_admin_key_calls_no_model_unless_it_is_also_a_client_key(
         assert client.post(CHAT, json=HELLO, headers=ADMIN).status_code == 401
         assert client.post("/v1/tokens", json={"user": "x"}, headers=ADMIN).status_code == 401
     assert not route.calls
-    both = POLICY + f'\n[keys.ops-too]\nsha256 = "{_sha(ADMIN_KEY)}"\n'
+    both = POLICY + f'\n[keys.ops-too]\nsha256 = "{sha256_hex(ADMIN_KEY)}"\n'
     with usage_client(upstream, clock, None, keys_toml=both) as client:
         assert client.post(CHAT, json=HELLO, headers=ADMIN).status_code == 200
         assert usage(client)["totals"]["requests"] == 1
@@ -329,7 +325,7 @@ def test_admin_api_keys_setting_takes_hashes_and_names_them(
 ) -> None:
     upstream.post(CHAT).respond(200, json=chat_completion())
     policy = POLICY.split("[admins")[0]
-    setting = f"sha256:{_sha(ADMIN_KEY)}"
+    setting = f"sha256:{sha256_hex(ADMIN_KEY)}"
     with usage_client(upstream, clock, None, keys_toml=policy, admin_api_keys=setting) as client:
         assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
         assert usage(client)["totals"]["requests"] == 1

@@ -7,7 +7,6 @@ Without Chromium these tests skip, loudly; with CI=true they fail instead.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,10 @@ from tests.browser import (
     PHONE,
     Watch,
     assert_clean,
-    launched_chromium,
     open_page,
     save_screenshot,
 )
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings
+from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, make_settings, sha256_hex
 from tests.servers import serve_on_loopback
 
 ADMIN_KEY = "pg_test_canary_admin_browser"
@@ -35,19 +33,15 @@ OTHER_KEY = "pg_test_canary_key_browser_other"
 HELLO = {"messages": [{"role": "user", "content": "Hello there, how are you?"}]}
 
 
-def _sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 POLICY = f"""
 [keys.mobile-app]
-sha256 = "{_sha(CANARY_KEY)}"
+sha256 = "{sha256_hex(CANARY_KEY)}"
 
 [keys.backend]
-sha256 = "{_sha(OTHER_KEY)}"
+sha256 = "{sha256_hex(OTHER_KEY)}"
 
 [admins.ops]
-sha256 = "{_sha(ADMIN_KEY)}"
+sha256 = "{sha256_hex(ADMIN_KEY)}"
 """
 
 
@@ -83,18 +77,6 @@ def live() -> Iterator[Live]:
         with serve_on_loopback(create_app(settings)) as url:
             _send_traffic(url)
             yield Live(url=url)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launched_chromium()
-
-
-@pytest.fixture
-def watch() -> Iterator[Watch]:
-    watch = Watch()
-    yield watch
-    assert watch.blocked == [], "the page tried to reach beyond loopback"
 
 
 def _api(live: Live, **query: str) -> dict[str, Any]:
