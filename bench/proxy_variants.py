@@ -7,6 +7,7 @@ without editing lib/. Settings come from the environment, as in production.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -33,10 +34,13 @@ def proxy_without_ledger() -> FastAPI:
     """The proxy from the environment with the usage ledger's write left out: limits alone,
     so one run measures what the ledger adds (bench/limits.py)."""
     app = create_app()
+    limiter = app.state.services.access.limiter
 
-    async def _skip(entry: object) -> None:
-        return None
+    async def settle_only(entry: object, settlement: Any = None) -> None:
+        # What limits alone do as a request ends: settle its reservation, on its own.
+        if settlement is not None:
+            await limiter.settle(*settlement)
 
     # The instance's method, not the class's: nothing else in this process is touched.
-    app.state.services.access.ledger.record = _skip
+    app.state.services.access.ledger.record = settle_only
     return app

@@ -39,6 +39,9 @@ class Caller:
     response_headers: dict[str, str] = field(default_factory=dict)
     _charged: bool = False
     _reservation: Reservation | None = None
+    # With `settle_at_response_end`, the count waits here for the ledger's write to carry it.
+    _settle_at_end: bool = False
+    _pending_tokens: int | None = None
 
     @property
     def name(self) -> str:
@@ -131,9 +134,26 @@ class Caller:
             self._charged = True
             await self._settle(0)
 
+    def settle_at_response_end(self) -> None:
+        """Hold the settlement until `take_settlement` (the usage ledger's write, as the
+        response ends), so one store call carries both."""
+        self._settle_at_end = True
+
+    def take_settlement(self) -> tuple[Reservation, int] | None:
+        """The reservation and the tokens it is to be settled to, if a count is waiting; from
+        now on a count settles at once."""
+        self._settle_at_end = False
+        tokens, self._pending_tokens = self._pending_tokens, None
+        if tokens is None or self._reservation is None:
+            return None
+        return self._reservation, tokens
+
     async def _settle(self, tokens: int) -> None:
         reservation = self._reservation
         if reservation is None:
+            return
+        if self._settle_at_end:
+            self._pending_tokens = tokens
             return
         task = asyncio.current_task()
         if task is not None and task.cancelling():

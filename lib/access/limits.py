@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from lib.access.policy import NamedKey
 from lib.access.refusals import (
@@ -38,6 +38,9 @@ from lib.access.stores import (
     store_key,
 )
 from lib.errors import LimitStoreError
+
+if TYPE_CHECKING:
+    from lib.access.usage import UsageWrite
 
 # After a failure, the shared store is not asked again for this long: a hung store costs
 # one bounded wait every few seconds, not one per request.
@@ -171,8 +174,10 @@ class Limiter:
         """
         delta = max(tokens, 0) - reservation.tokens
         reservation.tokens += delta
-        if delta == 0:
-            return
+        if delta:
+            await self._add_tokens(reservation, delta)
+
+    async def _add_tokens(self, reservation: Reservation, delta: int) -> None:
         try:
             await reservation.store.add_tokens(reservation.windows, delta)
         except LimitStoreError as exc:
@@ -212,16 +217,32 @@ class Limiter:
         if aclose is not None:
             await aclose()
 
-    async def write_best_effort(self, operation: Callable[[LimitStore], Awaitable[None]]) -> None:
-        """Run a write that must not fail its request (the usage ledger's) on the shared
-        store, or on this process's while the shared one fails or rests; never raises."""
-        if self._store is not self._local and time.monotonic() >= self._store_retry_at:
-            try:
-                return await operation(self._store)
-            except LimitStoreError as exc:
-                self._store_retry_at = time.monotonic() + _STORE_RETRY_AFTER_S
-                self._log_store_failure(exc)
-        await operation(self._local)
+    async def record_usage(
+        self, write: UsageWrite, settlement: tuple[Reservation, int] | None = None
+    ) -> None:
+        """Add a finished request to the usage ledger, on the shared store or, while it fails
+        or rests, this process's; `settlement` (a reservation and its real count) rides in
+        the same store call when the reservation was made in that store. Never raises."""
+        reservation, delta = None, 0
+        if settlement is not None:
+            reservation, tokens = settlement
+            delta = max(tokens, 0) - reservation.tokens
+            reservation.tokens += delta
+        shared = self._store is not self._local and time.monotonic() >= self._store_retry_at
+        store = self._store if shared else self._local
+        settle = None
+        if reservation is not None and delta:
+            if reservation.store is store:
+                settle = (reservation.windows, delta)
+            else:  # admitted in the other store: settled there, on its own
+                await self._add_tokens(reservation, delta)
+        try:
+            await store.add_usage(write, settle)
+            return
+        except LimitStoreError as exc:
+            self._store_retry_at = time.monotonic() + _STORE_RETRY_AFTER_S
+            self._log_store_failure(exc)
+        await self._local.add_usage(write)
 
     async def _with_store(self, operation: Callable[[LimitStore], Awaitable[_T]]) -> _T:
         if self._store is self._local:

@@ -94,13 +94,27 @@ return 1
 """
 
 # Add one finished request to its key's hour (lib/access/usage.py): its user by name while the
-# day's set has room, else under the overflow value. KEYS: the hour's hash, the day's users.
-# ARGV: TTL, users kept, user ('' for none), overflow value, d, d field prefixes, then
-# metric/value pairs.
+# day's set has room, else under the overflow value; and, riding along, settle its reservation
+# (as _ADD_TOKENS does). KEYS: the hour's hash, the day's users, then the windows to settle
+# (minute hashes first). ARGV: TTL, users kept, user ('' for none), overflow value, d
+# prefixes, p metric pairs, delta, minute TTL, day TTL, minute hashes, then the d field
+# prefixes and the p metric/value pairs.
 _ADD_USAGE_SOURCE = """
-local ttl, cap, user, d = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[5])
+local ttl, cap, user = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local d, p, delta, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[10])
+for i = 3, #KEYS do
+  if delta >= 0 or redis.call('EXISTS', KEYS[i]) == 1 then
+    if i - 2 <= n then
+      redis.call('HINCRBY', KEYS[i], 't', delta)
+      redis.call('EXPIRE', KEYS[i], ARGV[8])
+    else
+      redis.call('INCRBY', KEYS[i], delta)
+      redis.call('EXPIRE', KEYS[i], ARGV[9])
+    end
+  end
+end
 local prefixes = {}
-for i = 1, d do prefixes[i] = ARGV[5 + i] end
+for i = 1, d do prefixes[i] = ARGV[10 + i] end
 if user ~= '' then
   if redis.call('SISMEMBER', KEYS[2], user) == 0 then
     if redis.call('SCARD', KEYS[2]) < cap then
@@ -112,7 +126,8 @@ if user ~= '' then
   end
   prefixes[d + 1] = 'u|' .. user .. '|'
 end
-for j = 6 + d, #ARGV, 2 do
+local first = 11 + d
+for j = first, first + 2 * p - 1, 2 do
   for i = 1, #prefixes do
     redis.call('HINCRBY', KEYS[1], prefixes[i] .. ARGV[j], ARGV[j + 1])
   end
@@ -141,7 +156,9 @@ class _Script:
 
 _ADMIT = _Script(_ADMIT_SOURCE)
 _ADD_TOKENS = _Script(_ADD_TOKENS_SOURCE, "a request's token count was not settled")
-_ADD_USAGE = _Script(_ADD_USAGE_SOURCE, "a request was not added to the usage ledger")
+_ADD_USAGE = _Script(
+    _ADD_USAGE_SOURCE, "a request was not added to the usage ledger, nor its tokens settled"
+)
 
 
 class RedisStore:
@@ -186,29 +203,38 @@ class RedisStore:
     async def add_tokens(self, windows: Windows, delta: int) -> None:
         """Add `delta` tokens to every window of the request (a give-back: those still held);
         returns once the command is sent, without waiting for Redis to answer."""
-        keys = [a.minute for a in windows.accounts] + [a.day for a in windows.accounts]
-        if windows.global_day:
-            keys.append(windows.global_day)
+        keys = _token_keys(windows)
         args = [delta, windows.minute_ttl_s, windows.day_ttl_s, len(windows.accounts)]
         reply = await self._bounded(
             self._connection.send("EVALSHA", _ADD_TOKENS.sha, len(keys), *keys, *args)
         )
         reply.add_done_callback(lambda done: self._after_add(done, _ADD_TOKENS, keys, args))
 
-    async def add_usage(self, write: UsageWrite) -> None:
-        """Add a finished request to the ledger; returns once the command is sent (a failure
-        is logged like a lost settlement)."""
+    async def add_usage(self, write: UsageWrite, settle: tuple[Windows, int] | None = None) -> None:
+        """Add a finished request to the ledger, and settle its reservation in the same script
+        when `settle` is given; returns once the command is sent (a failure is logged, like a
+        lost settlement)."""
         keys = [write.hour_key, write.users_key]
+        delta, minutes = 0, 0
+        if settle is not None:
+            windows, delta = settle
+            keys += _token_keys(windows)
+            minutes = len(windows.accounts)
+        metrics = [item for pair in write.metrics.items() for item in pair]
         args: list[str | int] = [
             write.ttl_s,
             write.max_users,
             write.user,
             OTHER_USERS,
             len(write.dimensions),
+            len(write.metrics),
+            delta,
+            settle[0].minute_ttl_s if settle else 0,
+            settle[0].day_ttl_s if settle else 0,
+            minutes,
             *write.dimensions,
+            *metrics,
         ]
-        for metric, value in write.metrics.items():
-            args += (metric, value)
         reply = await self._bounded(
             self._connection.send("EVALSHA", _ADD_USAGE.sha, len(keys), *keys, *args)
         )
@@ -288,6 +314,15 @@ class RedisStore:
             raise LimitStoreError(_unreachable(exc.code)) from exc
         except OSError as exc:  # ConnectionError included
             raise LimitStoreError(_unreachable(type(exc).__name__)) from exc
+
+
+def _token_keys(windows: Windows) -> list[str]:
+    """The windows a settlement adds to: the accounts' minute hashes, then their days and the
+    deployment's day."""
+    keys = [a.minute for a in windows.accounts] + [a.day for a in windows.accounts]
+    if windows.global_day:
+        keys.append(windows.global_day)
+    return keys
 
 
 def _unreachable(reason: str) -> str:

@@ -110,9 +110,10 @@ class LimitStore(Protocol):
         """Return when the store answers; raise `LimitStoreError` when it does not."""
         ...
 
-    async def add_usage(self, write: UsageWrite) -> None:
+    async def add_usage(self, write: UsageWrite, settle: tuple[Windows, int] | None = None) -> None:
         """Add a finished request to the usage ledger (lib/access/usage.py): its user by name
-        while the day's set has room, else under `OTHER_USERS`."""
+        while the day's set has room, else under `OTHER_USERS`; with `settle`, also add its
+        `delta` tokens to those windows, as `add_tokens` does, in the same step."""
         ...
 
     async def read_hours(self, keys: list[str]) -> list[dict[str, int]]:
@@ -175,8 +176,10 @@ class MemoryStore:
     async def ping(self) -> None:
         """Always answers."""
 
-    async def add_usage(self, write: UsageWrite) -> None:
-        """Add `write`'s counts, its user by name while the day's set has room."""
+    async def add_usage(self, write: UsageWrite, settle: tuple[Windows, int] | None = None) -> None:
+        """Add `write`'s counts, its user by name while the day's set has room (and settle)."""
+        if settle is not None:
+            await self.add_tokens(*settle)
         now = self._clock()
         self._sweep(now)
         expires_at = now + write.ttl_s

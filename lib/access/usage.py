@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 from lib.access.stores import store_key
 
 if TYPE_CHECKING:
-    from lib.access.limits import Limiter
+    from lib.access.limits import Limiter, Reservation
 
 HOUR_S = 3600
 METRICS = ("req", "in", "out", "refused", "limited", "failed", "ms")
@@ -103,8 +103,11 @@ class Ledger:
         self._max_users = max_users_per_key
         self.clock = clock
 
-    async def record(self, entry: UsageEntry) -> None:
-        """Count `entry` in the hour it ended in; never raises."""
+    async def record(
+        self, entry: UsageEntry, settlement: tuple[Reservation, int] | None = None
+    ) -> None:
+        """Count `entry` in the hour it ended in, and settle the request's reservation in the
+        same store call (`Caller.take_settlement`); never raises."""
         hour = int(self.clock() // HOUR_S)
         write = UsageWrite(
             hour_key=self.hour_key(entry.key, hour),
@@ -119,7 +122,7 @@ class Ledger:
             ),
             metrics=entry.metrics(),
         )
-        await self._limiter.write_best_effort(lambda store: store.add_usage(write))
+        await self._limiter.record_usage(write, settlement)
 
     def hour_key(self, key: str, hour: int) -> str:
         """The store key of `key`'s hash for `hour` (hours since 1970-01-01 UTC)."""

@@ -78,8 +78,9 @@ class GatedRoute(APIRoute):
             caller = await services(request).access.identify(authorization)
             request.state.caller, request.state.access = caller, caller.record
             request.state.response_headers = caller.response_headers
-            if admits:  # an inference request: the usage ledger counts it, however it ends
+            if admits:  # an inference request: the usage ledger counts it, however it ends,
                 request.state.usage_route = self.path
+                caller.settle_at_response_end()  # and its write carries the settlement
             size = _declared_size(request)
             if admits and size is not None:
                 await caller.admit(size)

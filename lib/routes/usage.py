@@ -76,7 +76,8 @@ def usage_recorder(ledger: Ledger) -> ResponseEndHook:
             prompt_tokens=access.prompt_tokens or 0,
             completion_tokens=access.completion_tokens or 0,
         )
-        await ledger.record(entry)
+        caller = state.get("caller")
+        await ledger.record(entry, caller.take_settlement() if caller is not None else None)
 
     return record
 
