@@ -77,21 +77,28 @@ return out
 # Add tokens (negative: give a reserve back) to every window; a give-back skips a window that
 # has expired. KEYS: the accounts' minute hashes, then their days and the deployment's day.
 # ARGV: delta, minute TTL, day TTL, accounts.
-_ADD_TOKENS_SOURCE = """
-local delta, n = tonumber(ARGV[1]), tonumber(ARGV[4])
-for i = 1, #KEYS do
-  if delta >= 0 or redis.call('EXISTS', KEYS[i]) == 1 then
-    if i <= n then
-      redis.call('HINCRBY', KEYS[i], 't', delta)
-      redis.call('EXPIRE', KEYS[i], ARGV[2])
-    else
-      redis.call('INCRBY', KEYS[i], delta)
-      redis.call('EXPIRE', KEYS[i], ARGV[3])
+_SETTLE_FUNCTION = """
+local function settle(first, delta, minute_ttl, day_ttl, minutes)
+  for i = first, #KEYS do
+    if delta >= 0 or redis.call('EXISTS', KEYS[i]) == 1 then
+      if i - first < minutes then
+        redis.call('HINCRBY', KEYS[i], 't', delta)
+        redis.call('EXPIRE', KEYS[i], minute_ttl)
+      else
+        redis.call('INCRBY', KEYS[i], delta)
+        redis.call('EXPIRE', KEYS[i], day_ttl)
+      end
     end
   end
 end
+"""
+_ADD_TOKENS_SOURCE = (
+    _SETTLE_FUNCTION
+    + """
+settle(1, tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]))
 return 1
 """
+)
 
 # Add one finished request to its key's hour (lib/access/usage.py): its user by name while the
 # day's set has room, else under the overflow value; and, riding along, settle its reservation
@@ -99,20 +106,12 @@ return 1
 # (minute hashes first). ARGV: TTL, users kept, user ('' for none), overflow value, d
 # prefixes, p metric pairs, delta, minute TTL, day TTL, minute hashes, then the d field
 # prefixes and the p metric/value pairs.
-_ADD_USAGE_SOURCE = """
+_ADD_USAGE_SOURCE = (
+    _SETTLE_FUNCTION
+    + """
 local ttl, cap, user = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local d, p, delta, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[10])
-for i = 3, #KEYS do
-  if delta >= 0 or redis.call('EXISTS', KEYS[i]) == 1 then
-    if i - 2 <= n then
-      redis.call('HINCRBY', KEYS[i], 't', delta)
-      redis.call('EXPIRE', KEYS[i], ARGV[8])
-    else
-      redis.call('INCRBY', KEYS[i], delta)
-      redis.call('EXPIRE', KEYS[i], ARGV[9])
-    end
-  end
-end
+local d, p = tonumber(ARGV[5]), tonumber(ARGV[6])
+settle(3, tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10]))
 local prefixes = {}
 for i = 1, d do prefixes[i] = ARGV[10 + i] end
 if user ~= '' then
@@ -135,6 +134,7 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 return 1
 """
+)
 
 _T = TypeVar("_T")
 # The longest a usage report's read may take (thousands of hours in one pipeline).
