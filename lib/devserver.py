@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
 import sys
@@ -17,6 +18,8 @@ from pydantic import SecretStr
 from lib.settings import DEFAULT_HF_BASE_URL, Settings, SettingsError, load_settings
 
 DEV_CLIENT_KEY = "promptgate-dev-key"
+# Offline only, like the client key: reads /api/usage and the /usage page.
+DEV_ADMIN_KEY = "promptgate-dev-admin"
 
 
 def main() -> None:
@@ -56,6 +59,10 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         if not settings.proxy_api_keys and not settings.allow_anonymous:
             updates["proxy_api_keys"] = [SecretStr(DEV_CLIENT_KEY)]
             notes.append(f"No PROXY_API_KEYS set: the client key is '{DEV_CLIENT_KEY}'.")
+        if not settings.admin_api_keys and not (settings.keys_file or settings.keys_toml):
+            digest = hashlib.sha256(DEV_ADMIN_KEY.encode()).hexdigest()
+            updates["admin_api_keys"] = [SecretStr(f"sha256:{digest}")]
+            notes.append(f"No ADMIN_API_KEYS set: /usage takes the admin key '{DEV_ADMIN_KEY}'.")
         settings = settings.model_copy(update=updates)
         token = None if openai else STANDIN_TOKEN
         state = StandinState(token_delay_s=0.05, token=token, api=settings.upstream_api)

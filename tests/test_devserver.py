@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lib.devserver import DEV_CLIENT_KEY
+from lib.devserver import DEV_ADMIN_KEY, DEV_CLIENT_KEY
 from tests.secret_audit import AUDIT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +91,19 @@ def test_dev_server_without_token_serves_from_the_standin(dev_server: DevServer)
 def test_dev_server_banner_says_standin_and_key(dev_server: DevServer) -> None:
     stderr = dev_server.stderr_path.read_text()
     assert "stand-in upstream" in stderr and DEV_CLIENT_KEY in stderr
+    assert DEV_ADMIN_KEY in stderr
+
+
+def test_dev_server_usage_reads_with_the_dev_admin_key(dev_server: DevServer) -> None:
+    client = {"Authorization": f"Bearer {DEV_CLIENT_KEY}"}
+    sent = httpx.post(f"{dev_server.url}/api/generate", json={"prompt": "count me"}, headers=client)
+    assert sent.status_code == 200
+    admin = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
+    report = httpx.get(f"{dev_server.url}/api/usage", headers=admin)
+    assert report.status_code == 200
+    assert report.json()["totals"]["requests"] >= 1
+    assert httpx.get(f"{dev_server.url}/api/usage", headers=client).status_code == 403
+    assert httpx.get(f"{dev_server.url}/usage").status_code == 200
 
 
 def readme_blocks(language: str, heading: str) -> list[str]:
