@@ -26,7 +26,7 @@ _EXPORT_EVERY_MS = 1000
 _EXPORT_TIMEOUT_S = 2.0
 _MAX_QUEUED_SPANS = 2048
 _MAX_CONTENT_CHARS = 16_000
-# gen_ai.operation.name by route; task routes are text_completion or embeddings by their task.
+# gen_ai.operation.name by route; the Hugging Face task routes are text_completion.
 _OPERATIONS = {
     "/v1/chat/completions": "chat",
     "/api/generate": "text_completion",
@@ -43,6 +43,7 @@ class Tracer:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.trace import SpanKind, Status, StatusCode
 
         endpoint = settings.traces_endpoint
         assert endpoint is not None
@@ -61,17 +62,17 @@ class Tracer:
         )
         self._tracer = self._provider.get_tracer("promptgate", __version__)
         self._capture_content = settings.otel_capture_content
+        self._server_kind = SpanKind.SERVER
+        self._error_status = Status(StatusCode.ERROR)
 
     async def record(self, state: dict[str, Any], status: int, latency_s: float) -> None:
         """Emit the span of a finished inference request (others are not traced)."""
         route, access = state.get("usage_route"), state.get("access")
         if route is None or access is None:
             return
-        from opentelemetry.trace import SpanKind, Status, StatusCode
-
         end_ns = time.time_ns()
         call = state.get("upstream_call")
-        operation = _operation(route, call.model if call else None)
+        operation = _OPERATIONS.get(route, "text_completion")  # else a Hugging Face task route
         model = call.model if call is not None else None
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
@@ -100,23 +101,17 @@ class Tracer:
             attributes.update(_content(state.get("json_body")))
         span = self._tracer.start_span(
             f"{operation} {model}" if model else operation,
-            kind=SpanKind.SERVER,
+            kind=self._server_kind,
             start_time=end_ns - int(latency_s * 1e9),
             attributes=attributes,
         )
         if error is not None:
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(self._error_status)
         span.end(end_time=end_ns)
 
     async def aclose(self) -> None:
         """Export what is queued (within the export bound) and stop the exporter's thread."""
         self._provider.shutdown()
-
-
-def _operation(route: str, model: str | None) -> str:
-    if route in _OPERATIONS:
-        return _OPERATIONS[route]
-    return "text_completion"  # a Hugging Face task route (/models/{model}...)
 
 
 def _error_type(status: int, state: dict[str, Any]) -> str | None:

@@ -118,14 +118,13 @@ async def read_usage(
     with totals and the top spenders. `Accept: text/csv` answers the series as CSV. Counts
     are kept `USAGE_RETENTION_DAYS` (default 35); keys no longer configured are read by
     naming them in `key`."""
-    now = services(request).access.ledger.clock()
-    retention = services(request).access.ledger.retention_days
+    access = services(request).access
+    now = access.ledger.clock()
     last_hour = _to_hour(to, now)
-    first_hour = _from_hour(from_, last_hour)
-    first_hour = max(first_hour, hour_of(now) - retention * 24)
+    # Nothing older than the retention is held: the range starts there at the earliest.
+    first_hour = max(_from_hour(from_, last_hour), hour_of(now) - access.ledger.retention_days * 24)
     if key is not None and not _KEY_NAME.match(key):
         raise InvalidFieldError("A key name is 1-64 of A-Z a-z 0-9 . _ : -.", param="key")
-    access = services(request).access
     report = await build_usage_report(
         access.ledger,
         [key] if key is not None else access.ledger_keys,
