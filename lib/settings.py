@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     # The usage ledger (lib/access/usage.py): hour buckets kept this long; users kept by name.
     usage_retention_days: int = Field(default=35, ge=1, le=400)
     usage_max_users_per_key: int = Field(default=1000, ge=1, le=1_000_000)
+    # The response cache (lib/access/response_cache.py): off (0) unless this or a policy's
+    # cache_ttl_s sets a life; entries live in the limit store, or in a bounded LRU here.
+    cache_ttl_s: int = Field(default=0, ge=0, le=30 * 86_400)
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, le=16 * 1024**3)
+    cache_max_entry_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Keys that may read the ledger (GET /api/usage) and nothing else: sha256:<hex> entries.
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # OpenTelemetry traces (lib/tracing.py), under the standard variables' names: on when an

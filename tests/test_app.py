@@ -221,6 +221,7 @@ def test_one_log_line_per_request_without_prompt_or_secrets(
         "prompt_tokens": 3,
         "completion_tokens": 2,
         "limited_by": None,
+        "cache": None,
     }
     assert second["status"] == 401 and second["upstream_status"] is None
     assert second["key"] is None

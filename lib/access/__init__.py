@@ -16,10 +16,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lib.access.bearer import bearer_value, looks_like_jwt
+from lib.access.cache_rules import CacheRule, cache_rule
 from lib.access.caller import Caller
 from lib.access.keys import KeyRing, new_key
 from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
-from lib.access.policy import ANONYMOUS, OIDC_KEY_NAME, AdminKey, NamedKey, Policy, load_policies
+from lib.access.policy import (
+    ANONYMOUS,
+    OIDC_KEY_NAME,
+    AdminKey,
+    NamedKey,
+    Policies,
+    Policy,
+    load_policies,
+)
 from lib.access.refusals import RATE_LIMIT_HEADERS
 from lib.access.usage import Ledger, UsageEntry
 from lib.access.usage_report import (
@@ -41,6 +50,7 @@ from lib.errors import (
 from lib.settings import Settings
 
 if TYPE_CHECKING:
+    from lib.access.response_cache import CachedAnswer, ResponseCache
     from lib.access.token_gate import TokenGate
     from lib.access.token_scope import TokenAsk, TokenGrant
 
@@ -50,6 +60,8 @@ __all__ = [
     "AccessRecord",
     "AdminKey",
     "Bucket",
+    "CacheRule",
+    "CachedAnswer",
     "Caller",
     "Group",
     "GroupBy",
@@ -57,6 +69,7 @@ __all__ = [
     "NamedKey",
     "Policy",
     "Remaining",
+    "ResponseCache",
     "Tally",
     "TokenAsk",
     "TokenGrant",
@@ -71,11 +84,16 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """`TokenAsk` and `TokenGrant`, imported on first use: only minting and tokens need the
-    token rules, so a cold start without them skips loading them."""
+    token rules, so a cold start without them skips loading them; the response cache's
+    classes likewise, loaded only where some caller's answers are cached."""
     if name in ("TokenAsk", "TokenGrant"):
         from lib.access import token_scope
 
         return getattr(token_scope, name)
+    if name in ("CachedAnswer", "ResponseCache"):
+        from lib.access import response_cache
+
+        return getattr(response_cache, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -108,6 +126,18 @@ class AccessControl:
                 url.get_secret_value(), timeout_s=settings.limits_store_timeout_s, logger=logger
             )
         self.admins = policies.admins
+        self._cache_ttl_s = settings.cache_ttl_s
+        self._prefix = settings.redis_key_prefix
+        self.cache: ResponseCache | None = None
+        if settings.cache_ttl_s > 0 or _any_cached(policies):
+            from lib.access.response_cache import MemoryCache, ResponseCache
+
+            self.cache = ResponseCache(
+                store or MemoryCache(settings.cache_max_bytes),
+                max_entry_bytes=settings.cache_max_entry_bytes,
+                clock=clock,
+                logger=logger,
+            )
         # Every key the ledger may hold usage of, as far as the configuration knows them.
         self.ledger_keys = [key.name for key in policies.keys]
         if settings.allow_anonymous:
@@ -146,9 +176,15 @@ class AccessControl:
                 )
             holder = await self.tokens.identify(bearer)
             record = AccessRecord(holder.key.name, user=holder.user.user)
-            return Caller(holder.key, self.limiter, record, user=holder.user)
+            rule = self._cache_rule(holder.key, holder.user)
+            return Caller(holder.key, self.limiter, record, user=holder.user, cache=rule)
         key = self.keys.identify(authorization)
-        return Caller(key, self.limiter, AccessRecord(key.name))
+        return Caller(key, self.limiter, AccessRecord(key.name), cache=self._cache_rule(key))
+
+    def _cache_rule(self, key: NamedKey, user: NamedKey | None = None) -> CacheRule | None:
+        if self.cache is None:
+            return None
+        return cache_rule(key, user, default_ttl_s=self._cache_ttl_s, prefix=self._prefix)
 
     def identify_admin(self, authorization: str | None) -> AdminKey:
         """The admin key the raw `Authorization` header holds, or raise: `AuthenticationError`
@@ -197,3 +233,9 @@ class AccessControl:
     async def aclose(self) -> None:
         """Close the limit store's connections."""
         await self.limiter.aclose()
+
+
+def _any_cached(policies: Policies) -> bool:
+    """True when the policy file turns the response cache on for some caller."""
+    held = [policies.defaults, policies.users, *(key.policy for key in policies.keys)]
+    return any(policy.cache_ttl_s for policy in held)

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from lib.access.cache_rules import CacheRule
 from lib.access.completion_limits import check_completion_fields
 from lib.access.limits import AccessRecord, Limiter, Reservation
 from lib.access.policy import NamedKey, Policy
@@ -30,12 +31,14 @@ class Caller:
     A caller with a bearer token also has a `user`: the end user the token names, with the
     token's own limits (or `[users]`), counted apart from the key's, which apply too.
     `response_headers` are added to the response, whatever it is (the rate-limit headers).
+    `cache` is how its answers are cached, None when they are not.
     """
 
     key: NamedKey
     limiter: Limiter
     record: AccessRecord
     user: NamedKey | None = None
+    cache: CacheRule | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     _charged: bool = False
     _reservation: Reservation | None = None
@@ -126,6 +129,23 @@ class Caller:
             completion = _estimate(answer_chars)
         self.record.prompt_tokens, self.record.completion_tokens = prompt, completion
         await self._settle(prompt + completion)
+
+    async def charge_cache_hit(self, saved_tokens: int) -> None:
+        """Count a request answered from the response cache: it stays one request on the rpm
+        windows, its reservation is given back (no tokens), and the ledger notes the hit
+        and the `saved_tokens` the upstream would have spent."""
+        if self._charged:
+            return
+        self._charged = True
+        self.record.prompt_tokens = self.record.completion_tokens = 0
+        self.record.cache = "hit"
+        self.record.saved_tokens += max(saved_tokens, 0)
+        await self._settle(0)
+
+    def note_cached_input(self, payload: dict[str, Any]) -> None:
+        """Note, for the ledger, the tokens of a prompt (`payload`) the cache answered, as
+        estimated from its text: an embeddings batch's cached inputs."""
+        self.record.saved_tokens += _estimate(prompt_chars(payload))
 
     async def release(self) -> None:
         """Give back the reservation of a request that failed before the upstream answered

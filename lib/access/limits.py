@@ -59,6 +59,8 @@ class AccessRecord:
     completion_tokens: int | None = None
     refused_by: str | None = None
     max_tokens: int | None = None  # the completion cap sent upstream (for traces)
+    cache: str | None = None  # the response cache's verdict: hit, miss or bypass
+    saved_tokens: int = 0  # tokens answered from the cache instead of the upstream
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ The file holds no secret, only each key's SHA-256, so it may be committed:
     [keys.mobile-app]
     sha256 = "<64 hex digits>"
     daily_tokens = 5000000
+    cache_ttl_s = 600       # answers kept 10 minutes (the response cache, off by default)
     [users]                 # each user an identity provider signs in (OIDC_ISSUER)
     rpm = 10
     [admins.ops]            # may read the usage ledger (GET /api/usage), nothing else
@@ -22,13 +23,14 @@ import hashlib
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lib.model_ids import is_model_allowed, is_valid_model_id
 from lib.settings import Settings, SettingsError
 
 _LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens", "max_tokens")
-_DEFAULT_FIELDS = frozenset({*_LIMIT_FIELDS, "models"})
+_CACHE_FIELDS = ("cache_ttl_s", "cache_nondeterministic", "cache_scope")
+_DEFAULT_FIELDS = frozenset({*_LIMIT_FIELDS, *_CACHE_FIELDS, "models"})
 _KEY_FIELDS = frozenset({*_DEFAULT_FIELDS, "sha256", "expires"})
 _KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -39,7 +41,11 @@ OIDC_KEY_NAME = "oidc:users"
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What a key may do. `None` is no limit; `models` None allows every allowed model."""
+    """What a key may do. `None` is no limit; `models` None allows every allowed model.
+
+    The response cache: `cache_ttl_s` None leaves it to `CACHE_TTL_S` (0: off for this key);
+    `cache_forbidden` is a token's scope (`"cache": false` when minted), never the file's.
+    """
 
     rpm: int | None = None
     tpm: int | None = None
@@ -47,6 +53,10 @@ class Policy:
     max_tokens: int | None = None
     models: tuple[str, ...] | None = None
     expires: dt.datetime | None = None
+    cache_ttl_s: int | None = None
+    cache_nondeterministic: bool = False
+    cache_scope: Literal["key", "deployment"] = "key"
+    cache_forbidden: bool = False
 
     @property
     def counted(self) -> bool:
@@ -221,9 +231,30 @@ def _policy(
             changes[field] = value
     if "models" in table:
         changes["models"] = _models(source, where, table["models"], settings)
+    changes.update(_cache_fields(source, where, table))
     if "expires" in table:
         changes["expires"] = _expiry(source, where, table["expires"])
     return replace(base, **changes)
+
+
+def _cache_fields(source: str, where: str, table: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if "cache_ttl_s" in table:
+        value = table["cache_ttl_s"]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2_592_000:
+            raise SettingsError(
+                f"{source}: {where}: cache_ttl_s must be whole seconds, 0 (off) to 2592000"
+            )
+        changes["cache_ttl_s"] = value
+    if "cache_nondeterministic" in table:
+        if not isinstance(table["cache_nondeterministic"], bool):
+            raise SettingsError(f"{source}: {where}: cache_nondeterministic must be true or false")
+        changes["cache_nondeterministic"] = table["cache_nondeterministic"]
+    if "cache_scope" in table:
+        if table["cache_scope"] not in ("key", "deployment"):
+            raise SettingsError(f'{source}: {where}: cache_scope must be "key" or "deployment"')
+        changes["cache_scope"] = table["cache_scope"]
+    return changes
 
 
 def _models(source: str, where: str, models: Any, settings: Settings) -> tuple[str, ...]:

@@ -250,6 +250,17 @@ class RedisStore:
             for reply in replies
         ]
 
+    async def cache_get(self, keys: list[str]) -> list[bytes | None]:
+        """The response cache's entries under `keys` (lib/access/response_cache.py), in one
+        MGET: the keys share one hash tag (a key's, or the deployment's cache tag)."""
+        return await self._bounded(self._connection.execute("MGET", *keys))
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Keep a response cache entry for `ttl_s`; returns once the command is sent (a lost
+        write is a later miss, nothing more)."""
+        reply = await self._bounded(self._connection.send("SET", key, value, "EX", ttl_s))
+        reply.add_done_callback(_consume_reply)
+
     async def ping(self) -> None:
         """Return when Redis answers PING within the bound."""
         await self._bounded(self._connection.execute("PING"))
@@ -314,6 +325,12 @@ class RedisStore:
             raise LimitStoreError(_unreachable(exc.code)) from exc
         except OSError as exc:  # ConnectionError included
             raise LimitStoreError(_unreachable(type(exc).__name__)) from exc
+
+
+def _consume_reply(reply: asyncio.Future[Any]) -> None:
+    # Read the outcome so that a failed write is not reported as an unretrieved exception.
+    if not reply.cancelled():
+        reply.exception()
 
 
 def _token_keys(windows: Windows) -> list[str]:

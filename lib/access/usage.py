@@ -4,10 +4,12 @@ Each key's hour is one hash in the limit store, under the key's hash tag (`store
 whose fields are `<dimension>|<value>|<metric>`: dimension `k` (the key's totals, no value),
 `u` (a user of its tokens), `m` (a model) or `r` (a route); metrics `req`, `in` and `out`
 (prompt and completion tokens), `refused` (4xx other than 429), `limited` (429), `failed`
-(5xx: the upstream failed or timed out, or the proxy could not serve) and `ms` (the sum of
-latencies, so a mean can be shown). Values are percent-escaped, so no user id or model id can
-reach into another field. At most `USAGE_MAX_USERS_PER_KEY` users per key per day are kept
-by name (a set per key and day); the rest are summed under `OTHER_USERS`.
+(5xx: the upstream failed or timed out, or the proxy could not serve), `ms` (the sum of
+latencies, so a mean can be shown), `hit` (answered from the response cache) and `saved`
+(tokens the cache answered instead of the upstream: a hit's, and a half-cached batch's).
+Values are percent-escaped, so no user id or model id can reach into another field. At most
+`USAGE_MAX_USERS_PER_KEY` users per key per day are kept by name (a set per key and day);
+the rest are summed under `OTHER_USERS`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from lib.access.limits import Limiter, Reservation
 
 HOUR_S = 3600
-METRICS = ("req", "in", "out", "refused", "limited", "failed", "ms")
+METRICS = ("req", "in", "out", "refused", "limited", "failed", "ms", "hit", "saved")
 _FIELD_SAFE = "@._-:/+=,"
 
 
@@ -40,6 +42,8 @@ class UsageEntry:
     model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_hit: bool = False
+    saved_tokens: int = 0
 
     def metrics(self) -> dict[str, int]:
         """What the request adds to each of its dimensions (metrics that stay 0 left out)."""
@@ -51,6 +55,8 @@ class UsageEntry:
             "limited": int(self.status == 429),
             "failed": int(self.status >= 500),
             "ms": max(round(self.latency_ms), 0),
+            "hit": int(self.cache_hit),
+            "saved": max(self.saved_tokens, 0),
         }
         return {name: value for name, value in counted.items() if value}
 

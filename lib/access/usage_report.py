@@ -52,6 +52,8 @@ class Tally:
             "limited": self.counts["limited"],
             "failed": self.counts["failed"],
             "latency_ms_mean": round(self.counts["ms"] / requests, 1) if requests else None,
+            "cache_hits": self.counts["hit"],
+            "tokens_saved": self.counts["saved"],
         }
 
 

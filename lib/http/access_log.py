@@ -148,6 +148,7 @@ def _format_line(scope: Scope, state: dict, status: int | None, started: float) 
             "prompt_tokens": access and access.prompt_tokens,
             "completion_tokens": access and access.completion_tokens,
             "limited_by": access and access.refused_by,
+            "cache": getattr(access, "cache", None),
         },
         separators=(",", ":"),
     )

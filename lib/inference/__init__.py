@@ -3,8 +3,12 @@ to, the upstream request built from the caller's body, and the answer shaped for
 (chat and generate, embeddings, the Responses API, Hugging Face tasks).
 
 It may import the upstream, access and schemas packages, `lib.settings` and `lib.errors`;
-never the routes.
+never the routes. The response cache's operations (`cached_chat`, `cached_generate`,
+`cached_embeddings`) are imported on first use: a deployment without the cache never loads
+them.
 """
+
+from typing import Any
 
 from lib.inference.chat import (
     CHAT_PATH,
@@ -40,6 +44,22 @@ from lib.inference.tasks import (
     task_path,
 )
 
+_CACHED = {
+    "cached_chat": "lib.inference.chat_cache",
+    "cached_generate": "lib.inference.chat_cache",
+    "cached_embeddings": "lib.inference.embeddings_cache",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The response cache's operations, imported on first use."""
+    if name in _CACHED:
+        import importlib
+
+        return getattr(importlib.import_module(_CACHED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CHAT_PATH",
     "EMBEDDING_CONCURRENCY",
@@ -49,6 +69,9 @@ __all__ = [
     "build_generate_payload",
     "build_responses_payload",
     "build_task_payload",
+    "cached_chat",
+    "cached_embeddings",
+    "cached_generate",
     "cap_task_generation",
     "create_embeddings",
     "extract_features",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from lib.errors import UpstreamError
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from lib.access import Caller
 
 CHAT_PATH = "/v1/chat/completions"
+GENERATE_PATH = "/api/generate"
+# What a stream's events may pass through on their way out (the response cache's gatherer).
+EventsWrap = Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
 
 
 def build_chat_payload(body: ChatCompletionRequest, model: str) -> dict[str, Any]:
@@ -57,9 +61,15 @@ async def forward_chat(
 
 
 async def stream_chat(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
+    upstream: UpstreamClient,
+    payload: dict[str, Any],
+    call: UpstreamCall,
+    caller: Caller,
+    *,
+    wrap: EventsWrap | None = None,
 ) -> EventStreamResponse:
-    """Open a streamed chat completion; return the response that relays its events.
+    """Open a streamed chat completion; return the response that relays its events (through
+    `wrap`, when given).
 
     The upstream is always asked for the usage chunk, so that the tokens can be counted;
     the caller sees it only if they asked for it too.
@@ -68,9 +78,8 @@ async def stream_chat(
     show_usage = options.get("include_usage") is True
     payload["stream_options"] = {**options, "include_usage": True}
     stream = await upstream.open_stream(CHAT_PATH, payload, call)
-    return EventStreamResponse(
-        relay_chat_events(stream, caller, payload, show_usage=show_usage), stream
-    )
+    events = relay_chat_events(stream, caller, payload, show_usage=show_usage)
+    return EventStreamResponse(wrap(events) if wrap else events, stream)
 
 
 async def generate_text(
@@ -78,23 +87,34 @@ async def generate_text(
 ) -> GenerateResponse:
     """Serve `/api/generate` from one chat completion."""
     reply = await forward_chat(upstream, payload, call, caller)
-    choice = reply.data["choices"][0]
+    return generate_answer(reply.data, payload["model"])
+
+
+def generate_answer(data: dict[str, Any], model: str) -> GenerateResponse:
+    """`/api/generate`'s answer from a chat completion (checked to be one)."""
+    choice = data["choices"][0]
     content = (choice.get("message") or {}).get("content")
     finish_reason = choice.get("finish_reason")
     return GenerateResponse(
-        model=payload["model"],
+        model=model,
         text=_valid_unicode(content) if isinstance(content, str) else "",
         finish_reason=finish_reason if isinstance(finish_reason, str) else None,
-        usage=_usage_from(reply.data.get("usage")),
+        usage=_usage_from(data.get("usage")),
     )
 
 
 async def stream_generated_text(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
+    upstream: UpstreamClient,
+    payload: dict[str, Any],
+    call: UpstreamCall,
+    caller: Caller,
+    *,
+    wrap: EventsWrap | None = None,
 ) -> EventStreamResponse:
-    """Open a streamed `/api/generate` call: text deltas as SSE events."""
+    """Open a streamed `/api/generate` call: text deltas as SSE events (through `wrap`)."""
     stream = await upstream.open_stream(CHAT_PATH, payload, call)
-    return EventStreamResponse(relay_generate_events(stream, caller, payload), stream)
+    events = relay_generate_events(stream, caller, payload)
+    return EventStreamResponse(wrap(events) if wrap else events, stream)
 
 
 def _check_chat_completion(data: Any) -> None:

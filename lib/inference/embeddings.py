@@ -44,7 +44,7 @@ async def create_embeddings(
     texts = [body.input] if isinstance(body.input, str) else body.input
     items = await embed_in_batches(upstream, texts, {}, call, batch_size)
     vectors = sentence_vectors(items, len(texts))
-    return _answer(body, vectors, model, _word_count(texts))
+    return answer_embeddings(body, vectors, model, word_count(texts))
 
 
 async def extract_features(
@@ -177,7 +177,7 @@ def _mean(tokens: list[list[float]]) -> list[float]:
     return [sum(column) / len(tokens) for column in zip(*tokens, strict=True)]
 
 
-def _answer(
+def answer_embeddings(
     body: EmbeddingRequest, vectors: list[list[float]], model: str, usage: EmbeddingUsage
 ) -> EmbeddingResponse:
     """The OpenAI embeddings list: the vectors in input order, encoded as the caller asked.
@@ -202,7 +202,7 @@ def _answer(
     )
 
 
-def _word_count(texts: list[str]) -> EmbeddingUsage:
+def word_count(texts: list[str]) -> EmbeddingUsage:
     """The input's size in words: the feature-extraction pipeline reports no tokens."""
     words = sum(len(text.split()) for text in texts)
     return EmbeddingUsage(prompt_tokens=words, total_tokens=words)
@@ -246,8 +246,8 @@ async def relay_openai_embeddings(
     if all(isinstance(c, dict) and all(isinstance(c.get(k), int) for k in keys) for c in counts):
         counted = EmbeddingUsage(**{k: sum(c[k] for c in counts) for k in keys})
     else:
-        counted = _word_count(texts)
-    return _answer(body, vectors, call.model, counted)
+        counted = word_count(texts)
+    return answer_embeddings(body, vectors, call.model, counted)
 
 
 def _openai_vectors(data: Any, count: int) -> list[list[float]]:

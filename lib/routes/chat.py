@@ -37,6 +37,9 @@ async def answer_chat(
     payload = inference.build_chat_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
+    if caller.cache is not None and (cache := services(request).access.cache) is not None:
+        cache_control = request.headers.get("cache-control")
+        return await inference.cached_chat(upstream, payload, call, caller, cache, cache_control)
     if body.stream:
         return await inference.stream_chat(upstream, payload, call, caller)
     reply = await inference.forward_chat(upstream, payload, call, caller)
@@ -59,6 +62,11 @@ async def generate(
     payload = inference.build_generate_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
+    if caller.cache is not None and (cache := services(request).access.cache) is not None:
+        cache_control = request.headers.get("cache-control")
+        return await inference.cached_generate(
+            upstream, payload, call, caller, cache, cache_control
+        )
     if body.stream:
         return await inference.stream_generated_text(upstream, payload, call, caller)
     return await inference.generate_text(upstream, payload, call, caller)

@@ -32,6 +32,23 @@ async def create_embeddings(
         embed = inference.relay_openai_embeddings
     else:
         embed = inference.create_embeddings
+    if caller.cache is not None and (cache := services(request).access.cache) is not None:
+        result = await inference.cached_embeddings(
+            embed,
+            upstream,
+            body,
+            call,
+            settings.embedding_batch_size,
+            caller,
+            cache,
+            request.headers.get("cache-control"),
+            reports_tokens=settings.upstream_api == "openai",
+        )
+        return json_response(
+            result.model_dump_json().encode(),
+            deadline=call.deadline,
+            idle_timeout_s=settings.stream_idle_timeout_s,
+        )
     result = await embed(upstream, body, call, settings.embedding_batch_size)
     # The router reports no tokens (its usage is a word count): estimate from the input.
     reported = result.usage.model_dump() if settings.upstream_api == "openai" else None

@@ -47,6 +47,8 @@ _CSV_COLUMNS = (
     "limited",
     "failed",
     "latency_ms_mean",
+    "cache_hits",
+    "tokens_saved",
 )
 _admin_bearer = HTTPBearer(
     auto_error=False,
@@ -75,6 +77,8 @@ def usage_recorder(ledger: Ledger) -> ResponseEndHook:
             model=call.model if call is not None else None,
             prompt_tokens=access.prompt_tokens or 0,
             completion_tokens=access.completion_tokens or 0,
+            cache_hit=access.cache == "hit",
+            saved_tokens=access.saved_tokens,
         )
         caller = state.get("caller")
         await ledger.record(entry, caller.take_settlement() if caller is not None else None)

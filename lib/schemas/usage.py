@@ -20,6 +20,10 @@ class UsageCounts(BaseModel):
     latency_ms_mean: float | None = Field(
         description="Mean time from the request to the end of its answer; null for none."
     )
+    cache_hits: int = Field(default=0, description="Answered from the response cache.")
+    tokens_saved: int = Field(
+        default=0, description="Tokens the response cache answered instead of the upstream."
+    )
 
 
 class UsagePoint(UsageCounts):
@@ -69,6 +73,8 @@ class UsageReportBody(BaseModel):
                         "limited": 5,
                         "failed": 1,
                         "latency_ms_mean": 812.4,
+                        "cache_hits": 30,
+                        "tokens_saved": 3150,
                     },
                     "series": [],
                     "groups": [],

@@ -115,6 +115,8 @@
       ["Limited (429)", totals.limited],
       ["Failed (5xx)", totals.failed],
       ["Mean latency", totals.latency_ms_mean === null ? "–" : totals.latency_ms_mean + " ms"],
+      ["Cache hits", totals.cache_hits || 0],
+      ["Tokens saved", totals.tokens_saved || 0],
     ];
     box.replaceChildren();
     items.forEach(function (item) {

@@ -1,0 +1,136 @@
+"""Chat and `/api/generate` through the response cache: a hit answered from the kept
+completion (streamed or not, whichever the caller asks), a miss from the upstream and kept
+when it ended normally (a stream only once it reached `[DONE]`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from fastapi.responses import Response
+
+from lib.inference.cache_lookup import CacheLookup, look_up
+from lib.inference.cache_replay import (
+    ChatStreamGatherer,
+    GenerateStreamGatherer,
+    is_cacheable_completion,
+    replay_chat_stream,
+    replay_generate_stream,
+    saved_tokens,
+)
+from lib.inference.chat import (
+    CHAT_PATH,
+    GENERATE_PATH,
+    forward_chat,
+    generate_answer,
+    stream_chat,
+    stream_generated_text,
+)
+from lib.schemas import GenerateResponse
+from lib.upstream import UpstreamCall, UpstreamClient
+
+if TYPE_CHECKING:
+    from lib.access import Caller, ResponseCache
+
+# A replayed stream is sent whole; the relay's own headers, so proxies do not buffer it.
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def cached_chat(
+    upstream: UpstreamClient,
+    payload: dict[str, Any],
+    call: UpstreamCall,
+    caller: Caller,
+    cache: ResponseCache,
+    cache_control: str | None,
+) -> Response:
+    """Serve a chat completion (streamed when `payload` asks) from the cache or the upstream."""
+    lookup = look_up(cache, caller, CHAT_PATH, payload, cache_control)
+    stream = payload.get("stream") is True
+    show_usage = (payload.get("stream_options") or {}).get("include_usage") is True
+    hit = await _hit(lookup)
+    if hit is not None:
+        if stream:
+            body = replay_chat_stream(hit, show_usage=show_usage)
+            return Response(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
+        return Response(_json(hit), media_type="application/json")
+    if stream:
+        gatherer = ChatStreamGatherer()
+
+        async def keep(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            async with aclosing(events):  # a hang-up closes only this generator
+                async for piece in events:
+                    gatherer.feed(piece)
+                    yield piece
+            await lookup.keep(_checked(gatherer.completion(_usage_of(caller))))
+
+        return await stream_chat(upstream, payload, call, caller, wrap=keep)
+    reply = await forward_chat(upstream, payload, call, caller)
+    await lookup.keep(_checked(reply.data))
+    return Response(reply.content, media_type="application/json")
+
+
+async def cached_generate(
+    upstream: UpstreamClient,
+    payload: dict[str, Any],
+    call: UpstreamCall,
+    caller: Caller,
+    cache: ResponseCache,
+    cache_control: str | None,
+) -> Response | GenerateResponse:
+    """Serve `/api/generate` (streamed when `payload` asks) from the cache or the upstream."""
+    lookup = look_up(cache, caller, GENERATE_PATH, payload, cache_control)
+    model = payload["model"]
+    hit = await _hit(lookup)
+    if hit is not None:
+        if payload.get("stream") is True:
+            body = replay_generate_stream(hit, model)
+            return Response(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
+        return generate_answer(hit, model)
+    if payload.get("stream") is True:
+        gatherer = GenerateStreamGatherer()
+
+        async def keep(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            async with aclosing(events):  # a hang-up closes only this generator
+                async for piece in events:
+                    gatherer.feed(piece)
+                    yield piece
+            await lookup.keep(_checked(gatherer.completion()))
+
+        return await stream_generated_text(upstream, payload, call, caller, wrap=keep)
+    reply = await forward_chat(upstream, payload, call, caller)
+    await lookup.keep(_checked(reply.data))
+    return generate_answer(reply.data, model)
+
+
+async def _hit(lookup: CacheLookup) -> dict[str, Any] | None:
+    """The kept completion, counted as a hit; None on a miss (or an entry not usable)."""
+    entry = await lookup.read_entry()
+    if entry is None or not is_cacheable_completion(entry.body):
+        return None
+    lookup.mark("hit", entry.age_s)
+    await lookup.caller.charge_cache_hit(saved_tokens(entry.body))
+    return entry.body
+
+
+def _checked(completion: dict[str, Any] | None) -> dict[str, Any] | None:
+    return completion if is_cacheable_completion(completion) else None
+
+
+def _usage_of(caller: Caller) -> dict[str, int] | None:
+    """The usage the relay counted (the upstream's report, or its estimate)."""
+    prompt, completion = caller.record.prompt_tokens, caller.record.completion_tokens
+    if prompt is None or completion is None:
+        return None
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    # ASCII escapes: a lone surrogate an upstream sent stays valid JSON.
+    return json.dumps(data, separators=(",", ":")).encode()

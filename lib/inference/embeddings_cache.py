@@ -1,0 +1,93 @@
+"""Embeddings through the response cache, one entry per input text: a batch that is half
+cached sends only the other half upstream, and is charged only for it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from lib.inference.cache_keys import DROPPED_FIELDS, cache_directives, cache_key
+from lib.inference.cache_lookup import CACHE_HEADER
+from lib.inference.embeddings import answer_embeddings, word_count
+from lib.schemas import EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+from lib.upstream import UpstreamCall, UpstreamClient
+
+if TYPE_CHECKING:
+    from lib.access import CachedAnswer, Caller, ResponseCache
+
+EMBEDDINGS_PATH = "/v1/embeddings"
+Embed = Callable[
+    [UpstreamClient, EmbeddingRequest, UpstreamCall, int], Awaitable[EmbeddingResponse]
+]
+# Fields of the request that do not change a vector: how it is encoded, and which texts.
+_NOT_IN_KEY = DROPPED_FIELDS | {"input", "encoding_format", "model"}
+
+
+async def cached_embeddings(
+    embed: Embed,
+    upstream: UpstreamClient,
+    body: EmbeddingRequest,
+    call: UpstreamCall,
+    batch_size: int,
+    caller: Caller,
+    cache: ResponseCache,
+    cache_control: str | None,
+    *,
+    reports_tokens: bool,
+) -> EmbeddingResponse:
+    """Embed `body`'s texts, the cached ones from the cache and the rest with `embed`
+    (`reports_tokens`: the upstream's usage counts, else estimated), and charge the caller."""
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    rule, directives = caller.cache, cache_directives(cache_control)
+    assert rule is not None  # only callers whose answers are cached come here
+    options = body.model_dump(exclude_unset=True, exclude=_NOT_IN_KEY)
+    keys = [
+        cache_key(rule.namespace, EMBEDDINGS_PATH, call.model, {**options, "input": text})
+        for text in texts
+    ]
+    found = await cache.get_many(keys) if directives.read else [None] * len(keys)
+    vectors = [_vector(entry) for entry in found]
+    missing = [i for i, vector in enumerate(vectors) if vector is None]
+    headers = caller.response_headers
+    if not missing:
+        headers[CACHE_HEADER] = caller.record.cache = "hit"
+        headers["age"] = str(max(entry.age_s for entry in found if entry is not None))
+        caller.note_cached_input({"input": texts})
+        await caller.charge_cache_hit(0)
+        return answer_embeddings(body, vectors, call.model, word_count(texts))  # type: ignore[arg-type]
+    headers[CACHE_HEADER] = caller.record.cache = "miss" if directives.read else "bypass"
+    sent = [texts[i] for i in missing]
+    part = body.model_copy(update={"input": sent, "encoding_format": "float"})
+    result = await embed(upstream, part, call, batch_size)
+    new = [item.embedding for item in result.data]
+    for i, vector in zip(missing, new, strict=True):
+        vectors[i] = vector  # type: ignore[assignment]
+    missed = set(missing)
+    cached = [text for i, text in enumerate(texts) if i not in missed]
+    if cached:
+        caller.note_cached_input({"input": cached})
+    reported = result.usage.model_dump() if reports_tokens else None
+    await caller.charge(reported, payload={"input": sent})
+    if directives.write:
+        kept = [(keys[i], {"v": vector}) for i, vector in zip(missing, new, strict=True)]
+        await cache.put_many(kept, rule.ttl_s)
+    usage = word_count(texts)
+    if reports_tokens:
+        extra = word_count(cached).prompt_tokens if cached else 0
+        usage = EmbeddingUsage(
+            prompt_tokens=result.usage.prompt_tokens + extra,
+            total_tokens=result.usage.total_tokens + extra,
+        )
+    return answer_embeddings(body, vectors, call.model, usage)  # type: ignore[arg-type]
+
+
+def _vector(entry: CachedAnswer | None) -> list[float] | None:
+    """The vector an entry holds, or None (no entry, or not a vector)."""
+    vector: Any = (
+        entry.body.get("v") if entry is not None and isinstance(entry.body, dict) else None
+    )
+    if not isinstance(vector, list) or not vector:
+        return None
+    if not all(isinstance(x, float | int) and not isinstance(x, bool) for x in vector):
+        return None
+    return vector
