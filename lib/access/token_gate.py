@@ -134,7 +134,11 @@ class TokenGate:
                 "The key that minted this token has expired, so the token is void."
             )
         policy = Policy(
-            rpm=grant.rpm, tpm=grant.tpm, daily_tokens=grant.daily_tokens, models=grant.models
+            rpm=grant.rpm,
+            tpm=grant.tpm,
+            daily_tokens=grant.daily_tokens,
+            models=grant.models,
+            cache_forbidden=not grant.cache,
         )
         user = NamedKey(_user_name(key.name, grant.user), b"", policy, user=grant.user)
         return TokenHolder(key=key, user=user)

@@ -45,6 +45,7 @@ class TokenAsk:
     rpm: int | None = None
     tpm: int | None = None
     daily_tokens: int | None = None
+    cache: bool = True  # False: the response cache is off for the token (a narrowing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class TokenGrant:
     expires_at: int
     jti: str
     key_hash: str = ""
+    cache: bool = True  # False: its requests are never answered from, nor kept in, the cache
 
     @property
     def limits(self) -> dict[str, int | None]:
@@ -106,6 +108,7 @@ def grant_token(
         expires_at=issued_at + _narrow_ttl(ask.ttl_s, parent, max_ttl_s, issued_at),
         jti=secrets.token_urlsafe(16),
         key_hash=parent.key_hash,
+        cache=ask.cache is not False,
     )
 
 

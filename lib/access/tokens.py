@@ -76,6 +76,8 @@ class ProxyTokens:
             "exp": grant.expires_at,
             "jti": grant.jti,
         }
+        if not grant.cache:  # absent means allowed, so tokens minted before stay as they were
+            claims["cache"] = False
         return jwt_codec.sign_hs256(claims, self._secrets[0])
 
     def verify(self, token: str) -> TokenGrant:
@@ -116,6 +118,9 @@ def _grant_from_claims(claims: dict[str, Any]) -> TokenGrant:
                 f"The token's claim '{name}' must be a positive integer or null."
             )
         limits[name] = value
+    cache = claims.get("cache", True)
+    if not isinstance(cache, bool):
+        raise TokenRejectedError("The token's claim 'cache' must be true or false.")
     return TokenGrant(
         user=user,
         key=key,
@@ -127,4 +132,5 @@ def _grant_from_claims(claims: dict[str, Any]) -> TokenGrant:
         expires_at=int(claims["exp"]),
         jti=str(claims["jti"]),
         key_hash=key_hash,
+        cache=cache,
     )

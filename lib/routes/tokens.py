@@ -40,6 +40,7 @@ async def create_token(
         rpm=body.rpm,
         tpm=body.tpm,
         daily_tokens=body.daily_tokens,
+        cache=body.cache,
     )
     token, grant = services(request).access.mint(caller, ask)
     caller.record.user = grant.user  # the log line says whom the key minted for
@@ -50,4 +51,5 @@ async def create_token(
         user=grant.user,
         models=list(grant.models or ()),
         limits=TokenLimits(**grant.limits),
+        cache=grant.cache,
     )

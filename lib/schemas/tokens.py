@@ -33,6 +33,10 @@ class TokenRequest(BaseModel):
     rpm: PositiveCount | None = None
     tpm: PositiveCount | None = None
     daily_tokens: PositiveCount | None = None
+    cache: bool = Field(
+        default=True,
+        description="false: the response cache never answers nor keeps this token's requests.",
+    )
 
 
 class TokenLimits(BaseModel):
@@ -52,3 +56,4 @@ class TokenResponse(BaseModel):
     user: str
     models: list[str]
     limits: TokenLimits
+    cache: bool = Field(default=True, description="false: the response cache is off for it.")

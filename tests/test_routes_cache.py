@@ -1,0 +1,386 @@
+"""The response cache through the app: hit, miss and bypass on chat (plain and streamed),
+`/api/generate` and embeddings, on the in-process store and on a real Redis, in front of
+the stand-in upstream on loopback; replayed streams read by the official openai client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lib.app import create_app
+from lib.standin import Fault, StandinState, create_standin_app
+from tests.conftest import CANARY_KEY, CANARY_TOKEN, make_settings, sha256_hex
+from tests.redis_server import run_redis_server
+from tests.secret_audit import audited
+from tests.servers import serve_on_loopback
+
+CHAT = "/v1/chat/completions"
+GENERATE = "/api/generate"
+EMBED = "/v1/embeddings"
+AUTH = {"Authorization": f"Bearer {CANARY_KEY}"}
+OTHER_KEY = "pg_test_canary_cache_other"
+SHARED_A = "pg_test_canary_cache_shared_a"
+SHARED_B = "pg_test_canary_cache_shared_b"
+SAMPLED_KEY = "pg_test_canary_cache_sampled"
+OFF_KEY = "pg_test_canary_cache_off"
+ADMIN_KEY = "pg_test_canary_cache_admin"
+TOKEN_SECRET = "pg_test_canary_token_secret_0123456789abcdef"
+HEADER = "x-promptgate-cache"
+ASK = {"messages": [{"role": "user", "content": "What is a cache?"}], "temperature": 0}
+
+POLICY = f"""
+[defaults]
+cache_ttl_s = 600
+
+[keys.app]
+sha256 = "{sha256_hex(CANARY_KEY)}"
+rpm = 1000
+tpm = 100000
+
+[keys.other]
+sha256 = "{sha256_hex(OTHER_KEY)}"
+
+[keys.shared-a]
+sha256 = "{sha256_hex(SHARED_A)}"
+cache_scope = "deployment"
+
+[keys.shared-b]
+sha256 = "{sha256_hex(SHARED_B)}"
+cache_scope = "deployment"
+
+[keys.sampled]
+sha256 = "{sha256_hex(SAMPLED_KEY)}"
+cache_nondeterministic = true
+
+[keys.off]
+sha256 = "{sha256_hex(OFF_KEY)}"
+cache_ttl_s = 0
+
+[admins.ops]
+sha256 = "{sha256_hex(ADMIN_KEY)}"
+"""
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[tuple[StandinState, str]]:
+    state = StandinState(token=CANARY_TOKEN)
+    with serve_on_loopback(create_standin_app(state), log_level="critical") as url:
+        yield state, url
+
+
+@pytest.fixture
+def state(standin: tuple[StandinState, str]) -> StandinState:
+    standin[0].received.clear()
+    standin[0].faults.clear()
+    return standin[0]
+
+
+def cache_app(standin_url: str, store_url: str | None, **settings: Any) -> Any:
+    values: dict[str, Any] = {
+        "hf_base_url": standin_url,
+        "keys_toml": POLICY,
+        "redis_url": store_url,
+        "token_secret": TOKEN_SECRET,
+        "limits_store_timeout_s": 2.0,
+        **settings,
+    }
+    return create_app(make_settings(**values))
+
+
+@pytest.fixture
+def client(
+    standin: tuple[StandinState, str], state: StandinState, store_url: str | None
+) -> Iterator[TestClient]:
+    with TestClient(audited(cache_app(standin[1], store_url))) as test_client:
+        yield test_client
+
+
+def calls(state: StandinState, path: str = CHAT) -> int:
+    return sum(1 for seen in state.received if seen["path"] == path)
+
+
+def completion(content: str, finish_reason: str = "stop") -> bytes:
+    """A chat completion the stand-in is scripted to answer instead of its own."""
+    message = {"role": "assistant", "content": content}
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason}
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    return json.dumps(
+        {
+            "id": "chatcmpl-f",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "HuggingFaceTB/SmolLM3-3B",
+            "choices": [choice],
+            "usage": usage,
+        }
+    ).encode()
+
+
+def test_a_repeated_chat_request_is_answered_from_the_cache(
+    client: TestClient, state: StandinState
+) -> None:
+    first = client.post(CHAT, json=ASK, headers=AUTH)
+    second = client.post(CHAT, json=ASK, headers=AUTH)
+    assert first.status_code == second.status_code == 200
+    assert first.headers[HEADER] == "miss" and "age" not in first.headers
+    assert second.headers[HEADER] == "hit" and int(second.headers["age"]) >= 0
+    assert second.json()["choices"] == first.json()["choices"]
+    assert second.json()["usage"] == first.json()["usage"]
+    assert calls(state) == 1
+
+
+def test_fields_that_do_not_change_the_answer_share_the_entry(
+    client: TestClient, state: StandinState
+) -> None:
+    client.post(CHAT, json=ASK, headers=AUTH)
+    reordered = {"temperature": 0, "user": "someone", "metadata": {"a": "b"}, **ASK}
+    assert client.post(CHAT, json=reordered, headers=AUTH).headers[HEADER] == "hit"
+    other_prompt = {**ASK, "messages": [{"role": "user", "content": "Something else?"}]}
+    assert client.post(CHAT, json=other_prompt, headers=AUTH).headers[HEADER] == "miss"
+    assert client.post(CHAT, json={**ASK, "max_tokens": 7}, headers=AUTH).headers[HEADER] == (
+        "miss"
+    )
+    assert calls(state) == 3
+
+
+def test_a_plain_answer_replays_as_a_stream_the_openai_client_reads(
+    client: TestClient, state: StandinState
+) -> None:
+    from openai import OpenAI
+
+    plain = client.post(CHAT, json=ASK, headers=AUTH).json()
+    sdk = OpenAI(base_url="http://testserver/v1", api_key=CANARY_KEY, http_client=client)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="HuggingFaceTB/SmolLM3-3B",
+        messages=ASK["messages"],
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert raw.headers[HEADER] == "hit"
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain["choices"][0]["message"]["content"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == plain["usage"]["total_tokens"]
+    assert all(c.object == "chat.completion.chunk" and c.id == plain["id"] for c in chunks)
+    # Without include_usage, no usage chunk, as the relay does.
+    again = client.post(CHAT, json={**ASK, "stream": True}, headers=AUTH)
+    assert again.headers["content-type"].startswith("text/event-stream")
+    assert b'"usage"' not in again.content and again.content.endswith(b"data: [DONE]\n\n")
+    assert calls(state) == 1
+
+
+def test_a_streamed_answer_is_kept_once_complete_and_serves_a_plain_request(
+    client: TestClient, state: StandinState
+) -> None:
+    from openai import OpenAI
+
+    sdk = OpenAI(base_url="http://testserver/v1", api_key=CANARY_KEY, http_client=client)
+    streamed = list(
+        sdk.chat.completions.create(
+            model="HuggingFaceTB/SmolLM3-3B", messages=ASK["messages"], temperature=0, stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    plain = client.post(CHAT, json=ASK, headers=AUTH)
+    assert plain.headers[HEADER] == "hit"
+    assert plain.json()["choices"][0]["message"]["content"] == text
+    assert plain.json()["choices"][0]["finish_reason"] == "stop"
+    assert plain.json()["usage"]["completion_tokens"] > 0
+    assert calls(state) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(cut_after=2),
+        Fault(error_after=2),
+        Fault(status=503),
+    ],
+    ids=["cut", "error-event", "upstream-503"],
+)
+def test_cut_failed_and_refused_answers_are_never_kept(
+    client: TestClient, state: StandinState, fault: Fault
+) -> None:
+    state.faults[:] = [fault]
+    client.post(CHAT, json={**ASK, "stream": True}, headers=AUTH)
+    after = client.post(CHAT, json=ASK, headers=AUTH)
+    assert after.status_code == 200 and after.headers[HEADER] == "miss"
+    assert client.post(CHAT, json=ASK, headers=AUTH).headers[HEADER] == "hit"
+
+
+def test_an_answer_ending_otherwise_than_stop_length_or_tool_calls_is_not_kept(
+    client: TestClient, state: StandinState
+) -> None:
+    state.faults[:] = [Fault(status=200, body=completion("", finish_reason="x"))]
+    assert client.post(CHAT, json=ASK, headers=AUTH).json()["choices"][0]["finish_reason"] == "x"
+    assert client.post(CHAT, json=ASK, headers=AUTH).headers[HEADER] == "miss"
+
+
+def test_cache_control_no_cache_skips_the_read_and_no_store_the_write(
+    client: TestClient, state: StandinState
+) -> None:
+    no_store = client.post(CHAT, json=ASK, headers={**AUTH, "Cache-Control": "no-store"})
+    assert no_store.headers[HEADER] == "miss"
+    assert client.post(CHAT, json=ASK, headers=AUTH).headers[HEADER] == "miss"  # kept now
+    assert client.post(CHAT, json=ASK, headers=AUTH).headers[HEADER] == "hit"
+    fresh = client.post(CHAT, json=ASK, headers={**AUTH, "Cache-Control": "no-cache"})
+    assert fresh.headers[HEADER] == "bypass" and "age" not in fresh.headers
+    assert calls(state) == 3
+
+
+def test_sampled_requests_are_cached_only_with_a_seed_or_when_the_policy_says_so(
+    client: TestClient, state: StandinState
+) -> None:
+    sampled = {"messages": ASK["messages"], "temperature": 0.7}
+    for _ in range(2):
+        assert client.post(CHAT, json=sampled, headers=AUTH).headers[HEADER] == "bypass"
+    no_temperature = {"messages": ASK["messages"]}  # the server's default: 1
+    assert client.post(CHAT, json=no_temperature, headers=AUTH).headers[HEADER] == "bypass"
+    seeded = {**sampled, "seed": 7}
+    assert client.post(CHAT, json=seeded, headers=AUTH).headers[HEADER] == "miss"
+    assert client.post(CHAT, json=seeded, headers=AUTH).headers[HEADER] == "hit"
+    assert client.post(CHAT, json=sampled, headers=bearer(SAMPLED_KEY)).headers[HEADER] == "miss"
+    assert client.post(CHAT, json=sampled, headers=bearer(SAMPLED_KEY)).headers[HEADER] == "hit"
+
+
+def test_one_key_never_sees_another_s_answers_unless_both_share_the_deployment_s(
+    client: TestClient, state: StandinState
+) -> None:
+    assert client.post(CHAT, json=ASK, headers=AUTH).headers[HEADER] == "miss"
+    assert client.post(CHAT, json=ASK, headers=bearer(OTHER_KEY)).headers[HEADER] == "miss"
+    assert client.post(CHAT, json=ASK, headers=bearer(SHARED_A)).headers[HEADER] == "miss"
+    assert client.post(CHAT, json=ASK, headers=bearer(SHARED_B)).headers[HEADER] == "hit"
+    off = client.post(CHAT, json=ASK, headers=bearer(OFF_KEY))
+    assert off.status_code == 200 and HEADER not in off.headers
+    assert calls(state) == 4
+
+
+def test_generate_is_cached_plain_and_streamed(client: TestClient, state: StandinState) -> None:
+    ask = {"prompt": "Name a colour.", "temperature": 0}
+    plain = client.post(GENERATE, json=ask, headers=AUTH)
+    assert plain.headers[HEADER] == "miss"
+    streamed = client.post(GENERATE, json={**ask, "stream": True}, headers=AUTH)
+    assert streamed.headers[HEADER] == "hit"
+    events = [
+        json.loads(line[6:]) for line in streamed.text.split("\n\n") if line.startswith("data: {")
+    ]
+    assert "".join(e.get("text", "") for e in events) == plain.json()["text"]
+    assert events[-1]["finish_reason"] == "stop" and events[-1]["usage"] == plain.json()["usage"]
+    assert streamed.text.endswith("data: [DONE]\n\n")
+    # A streamed miss is kept too, and answers a plain request.
+    other = {"prompt": "Name a fruit.", "temperature": 0}
+    assert client.post(GENERATE, json={**other, "stream": True}, headers=AUTH).headers[HEADER] == (
+        "miss"
+    )
+    again = client.post(GENERATE, json=other, headers=AUTH)
+    assert again.headers[HEADER] == "hit" and again.json()["text"].endswith("Name a fruit.")
+    assert calls(state) == 2
+
+
+def test_a_half_cached_embeddings_batch_sends_only_the_other_half_upstream(
+    client: TestClient, state: StandinState
+) -> None:
+    first = client.post(EMBED, json={"input": ["alpha", "beta"]}, headers=AUTH)
+    assert first.status_code == 200 and first.headers[HEADER] == "miss"
+    state.received.clear()
+    second = client.post(EMBED, json={"input": ["beta", "gamma", "alpha"]}, headers=AUTH)
+    assert second.status_code == 200 and second.headers[HEADER] == "miss"
+    sent = [seen["json"]["inputs"] for seen in state.received]
+    assert sent == [["gamma"]]
+    vectors = {"alpha": first.json()["data"][0]["embedding"]}
+    assert second.json()["data"][2]["embedding"] == vectors["alpha"]
+    assert [item["index"] for item in second.json()["data"]] == [0, 1, 2]
+    whole = client.post(
+        EMBED, json={"input": ["gamma", "alpha"], "encoding_format": "base64"}, headers=AUTH
+    )
+    assert whole.headers[HEADER] == "hit" and isinstance(whole.json()["data"][0]["embedding"], str)
+    assert len(state.received) == 1
+
+
+def test_an_entry_larger_than_the_limit_is_not_kept(
+    standin: tuple[StandinState, str], state: StandinState, store_url: str | None
+) -> None:
+    app = cache_app(standin[1], store_url, cache_max_entry_bytes=1024)
+    large = completion("many words " * 100)
+    state.faults[:] = [Fault(status=200, body=large), Fault(status=200, body=large)]
+    with TestClient(audited(app)) as client:
+        assert client.post(CHAT, json=ASK, headers=AUTH).headers[HEADER] == "miss"
+        assert client.post(CHAT, json=ASK, headers=AUTH).headers[HEADER] == "miss"
+        small = {**ASK, "messages": [{"role": "user", "content": "Small?"}]}
+        assert client.post(CHAT, json=small, headers=AUTH).headers[HEADER] == "miss"
+        assert client.post(CHAT, json=small, headers=AUTH).headers[HEADER] == "hit"
+    assert calls(state) == 3
+
+
+def test_a_hit_counts_one_request_no_tokens_and_shows_in_the_ledger_with_the_tokens_saved(
+    client: TestClient, state: StandinState
+) -> None:
+    miss = client.post(CHAT, json=ASK, headers=AUTH)
+    before = client.get("/api/limits", headers=AUTH).json()["remaining"]
+    hit = client.post(CHAT, json=ASK, headers=AUTH)
+    after = client.get("/api/limits", headers=AUTH).json()["remaining"]
+    assert hit.headers[HEADER] == "hit"
+    assert after["requests_this_minute"] == before["requests_this_minute"] - 1
+    assert after["tokens_this_minute"] == before["tokens_this_minute"]
+    report = client.get("/api/usage", headers=bearer(ADMIN_KEY)).json()
+    app_group = next(g for g in report["groups"] if g["group"] == "app")
+    saved = miss.json()["usage"]["prompt_tokens"] + miss.json()["usage"]["completion_tokens"]
+    assert app_group["requests"] == 2 and app_group["cache_hits"] == 1
+    assert app_group["tokens_saved"] == saved
+    assert app_group["total_tokens"] == saved  # only the miss spent tokens
+    csv = client.get("/api/usage", headers={**bearer(ADMIN_KEY), "Accept": "text/csv"}).text
+    assert csv.splitlines()[0].endswith("cache_hits,tokens_saved")
+
+
+def test_a_token_minted_without_the_cache_is_never_cached(
+    client: TestClient, state: StandinState
+) -> None:
+    minted = client.post("/v1/tokens", json={"user": "u-1", "cache": False}, headers=AUTH)
+    assert minted.status_code == 200, minted.text
+    token = bearer(minted.json()["token"])
+    for _ in range(2):
+        answer = client.post(CHAT, json=ASK, headers=token)
+        assert answer.status_code == 200 and HEADER not in answer.headers
+    assert minted.json()["cache"] is False
+    allowed = bearer(client.post("/v1/tokens", json={"user": "u-2"}, headers=AUTH).json()["token"])
+    assert client.post(CHAT, json=ASK, headers=allowed).headers[HEADER] == "miss"  # none kept
+    assert client.post(CHAT, json=ASK, headers=allowed).headers[HEADER] == "hit"
+    assert calls(state) == 3
+
+
+def test_a_frozen_store_is_a_miss_that_costs_no_more_than_the_bound(
+    standin: tuple[StandinState, str], state: StandinState
+) -> None:
+    bound = 0.25
+    with run_redis_server() as server:
+        app = cache_app(standin[1], server.url, limits_store_timeout_s=bound)
+        with TestClient(audited(app)) as client:
+            assert client.post(CHAT, json=ASK, headers=bearer(OTHER_KEY)).headers[HEADER] == "miss"
+            started = time.monotonic()
+            client.post(CHAT, json=ASK, headers=bearer(OTHER_KEY))
+            warm = time.monotonic() - started
+            with server.stopped():
+                started = time.monotonic()
+                frozen = client.post(CHAT, json=ASK, headers=bearer(OTHER_KEY))
+                first = time.monotonic() - started
+                started = time.monotonic()
+                again = [client.post(CHAT, json=ASK, headers=bearer(OTHER_KEY)) for _ in range(3)]
+                rest = time.monotonic() - started
+    assert frozen.status_code == 200 and frozen.headers[HEADER] == "miss"
+    assert all(r.status_code == 200 and r.headers[HEADER] == "miss" for r in again)
+    # `other` has no limits: the cache's read is the only wait, one bound; then the cache
+    # rests and the next requests wait for nothing.
+    assert first < bound + warm + 0.5, first
+    assert rest < 0.5 * 3, rest
