@@ -62,6 +62,17 @@ def test_datetime_expiry_with_offset_is_kept_as_that_instant() -> None:
     assert named.policy.expires == dt.datetime(2027, 1, 31, 10, tzinfo=dt.UTC)
 
 
+def test_the_cache_fields_fill_in_from_defaults_and_a_key_overrides_them() -> None:
+    toml = (
+        "[defaults]\ncache_ttl_s = 600\ncache_scope = 'deployment'\n"
+        f'[keys.a]\nsha256 = "{DIGEST}"\ncache_ttl_s = 0\ncache_nondeterministic = true\n'
+    )
+    (named,), defaults = load_keys(settings(keys_toml=toml))
+    assert defaults.cache_ttl_s == 600 and defaults.cache_scope == "deployment"
+    assert named.policy.cache_ttl_s == 0 and named.policy.cache_nondeterministic is True
+    assert named.policy.cache_scope == "deployment"
+
+
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
@@ -80,6 +91,10 @@ def test_datetime_expiry_with_offset_is_kept_as_that_instant() -> None:
         ),
         (f'[keys.a]\nsha256 = "{DIGEST}"\nexpires = "soon"\n', "[keys.a]: expires must be"),
         (f'[keys.anonymous]\nsha256 = "{DIGEST}"\n', "[keys.anonymous]: the name is reserved"),
+        ("[defaults]\ncache_ttl_s = -1\n", "[defaults]: cache_ttl_s must be whole seconds"),
+        ("[users]\ncache_ttl_s = 1.5\n", "[users]: cache_ttl_s must be whole seconds"),
+        ("[defaults]\ncache_scope = 'all'\n", 'cache_scope must be "key" or "deployment"'),
+        ("[defaults]\ncache_nondeterministic = 1\n", "cache_nondeterministic must be true"),
         (
             f'[keys.a]\nsha256 = "{DIGEST}"\n[keys.b]\nsha256 = "{DIGEST.upper()}"\n',
             "two [keys] entries hold the same sha256",

@@ -98,7 +98,15 @@ def test_minted_token_answers_as_documented_and_calls_the_model(
         assert response.status_code == 200
         assert response.headers["cache-control"] == "no-store"
         body = response.json()
-        assert set(body) == {"token", "token_type", "expires_at", "user", "models", "limits"}
+        assert set(body) == {
+            "token",
+            "token_type",
+            "expires_at",
+            "user",
+            "models",
+            "limits",
+            "cache",
+        }
         assert body["token_type"] == "bearer" and body["user"] == "alice"
         assert body["expires_at"] == int(T0) + 600 and body["models"] == [MODEL]
         assert body["limits"] == {"rpm": 10, "tpm": None, "daily_tokens": None}

@@ -98,6 +98,20 @@ def test_minted_token_verifies_and_carries_exactly_the_documented_claims(
     assert tokens.verify(token) == grant
 
 
+def test_a_token_minted_without_the_cache_carries_cache_false_and_verifies_so(
+    tokens: ProxyTokens,
+) -> None:
+    parent = ParentKey(name="mobile-app", models=(MODEL,), key_hash=KEY_HASH)
+    ask = TokenAsk(user="user-1", cache=False)
+    grant = grant_token(ask, parent, allowed_models=[MODEL], max_ttl_s=3600, now=NOW)
+    token = tokens.mint(grant)
+    unverified = read_unverified(token)
+    assert unverified is not None and unverified.claims["cache"] is False
+    assert tokens.verify(token).cache is False
+    # Without the claim (every token minted before it existed), the cache is allowed.
+    assert tokens.verify(jwt.encode(claims(), SECRET, algorithm="HS256")).cache is True
+
+
 def test_token_minted_by_an_apps_own_backend_with_pyjwt_verifies(tokens: ProxyTokens) -> None:
     token = jwt.encode(claims(), SECRET, algorithm="HS256")
     grant = tokens.verify(token)
@@ -251,6 +265,7 @@ def test_token_missing_a_required_claim_is_401_naming_it(tokens: ProxyTokens, mi
         ("models", ["../etc"]),
         ("sub", "a\nb"),
         ("exp", "soon"),
+        ("cache", "no"),
     ],
 )
 def test_token_with_a_claim_of_the_wrong_type_is_401(
