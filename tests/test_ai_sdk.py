@@ -170,3 +170,30 @@ def test_typed_errors_are_api_call_errors_with_the_status(
     assert not outcome["ok"]
     assert outcome["error"]["isAPICallError"] and outcome["error"]["statusCode"] == status
     assert json.loads(outcome["responseBody"])["error"]["message"] == outcome["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def cached_run() -> Iterator[Run]:
+    state = StandinState(token=CANARY_TOKEN)
+    with serve_proxy_and_standin(state, cache_ttl_s=600) as url:
+        done = run_node_script(
+            (PACKAGE_DIR / "ai_sdk_cache_check.mjs").read_text(),
+            "ai_sdk_cache_check.mjs",
+            {"PROMPTGATE_URL": url, "PROMPTGATE_KEY": CANARY_KEY, "CHAT_MODEL": MODEL},
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    yield Run(json.loads(done.stdout), list(state.received))
+
+
+@pytest.mark.parametrize("scenario", ["chat_streamText", "compatible_streamText"])
+def test_a_stream_replayed_from_the_cache_reads_as_the_one_relayed(
+    cached_run: Run, scenario: str
+) -> None:
+    got = result(cached_run, scenario)
+    assert got["cache"] == ["miss", "hit"]
+    first, second = got["first"], got["second"]
+    assert first["text"] == HELLO + f"[cache {scenario}] hello"
+    assert second["text"] == first["text"] and second["finishReason"] == "stop"
+    assert second["usage"]["outputTokens"] == first["usage"]["outputTokens"] > 0
+    assert second["usage"]["inputTokens"] == first["usage"]["inputTokens"]
+    assert len(cached_run.sent_for(f"cache {scenario}")) == 1
