@@ -9,6 +9,7 @@ every figure is the median over rounds. Usage:
     python -m bench.run --tiny --out X  # seconds-long smoke run (tests/test_bench_smoke.py)
     python -m bench.run --explore       # also the variants compared in bench/performance.md
     python -m bench.run --limits        # only the limits-on scenario and what it is compared to
+    python -m bench.run --cache         # only the cache-hit scenario and what it is compared to
     python -m bench.run --proposal A.diff [--proposal B.diff]
                                         # also the proxy with A (then A and B) applied to lib/
 """
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import cold_start, goals, holdback, limits, ttfb
+from bench import cache, cold_start, goals, holdback, limits, ttfb
 from bench.upstream import (
     MODEL,
     STREAM_REQUEST_ID,
@@ -126,6 +127,19 @@ PROXY_LIMITS_NO_LEDGER = replace(
     PROXY_LIMITS,
     name="proxy aiohttp + limits, no ledger",
     app="bench.proxy_variants:proxy_without_ledger",
+)
+# The container's proxy answering from the response cache (bench/cache.py): in process, and
+# in Redis on loopback; against PROXY_CONTAINER, uncached.
+PROXY_CACHE = replace(
+    PROXY_CONTAINER,
+    name="proxy aiohttp + cache hits",
+    role="variant",
+    env={**PROXY_CONTAINER.env, "KEYS_TOML": cache.policy_for(BENCH_KEY)},
+)
+PROXY_CACHE_REDIS = replace(
+    PROXY_CACHE,
+    name="proxy aiohttp + cache hits, Redis",
+    env={**PROXY_CACHE.env, "REDIS_URL": limits.REDIS_URL_PLACEHOLDER},
 )
 SUITE = [
     DIRECT,
@@ -224,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limits", action="store_true", help="only limits on against off (bench/limits.py)"
     )
+    parser.add_argument(
+        "--cache", action="store_true", help="only cache hits against uncached (bench/cache.py)"
+    )
     parser.add_argument("--rounds", type=int, help="runs per figure (median taken)")
     parser.add_argument("--duration", type=int, help="seconds per wrk run")
     parser.add_argument("--server", choices=sorted(_SERVERS), help="uvicorn loop and parser")
@@ -261,6 +278,16 @@ def main(argv: list[str] | None = None) -> int:
             PROXY_CONTAINER,
             PROXY_LIMITS,
             PROXY_LIMITS_NO_LEDGER,
+            REFERENCE_AIOHTTP,
+        ]
+        options.concurrencies = (1, 16)
+        options.cold_start_runs = 0
+    elif args.cache:
+        options.targets = [
+            DIRECT,
+            PROXY_CONTAINER,
+            PROXY_CACHE,
+            PROXY_CACHE_REDIS,
             REFERENCE_AIOHTTP,
         ]
         options.concurrencies = (1, 16)
@@ -606,6 +633,31 @@ def _report(
                 for scenario in SCENARIOS
             }
             lines += ["", *section(cells, on, off, options.concurrencies)]
+    if PROXY_CACHE.name in names and PROXY_CONTAINER.name in names:
+        compared = [DIRECT.name, PROXY_CONTAINER.name, PROXY_CACHE.name]
+        redis = PROXY_CACHE_REDIS.name if PROXY_CACHE_REDIS.name in names else None
+        cells = {
+            scenario.name: {
+                (clients, name): (
+                    [m.p50_ms for m in load[(scenario.name, clients, name)]],
+                    [m.rps for m in load[(scenario.name, clients, name)]],
+                )
+                for clients in options.concurrencies
+                for name in compared + ([redis] if redis else [])
+            }
+            for scenario in SCENARIOS
+        }
+        lines += [
+            "",
+            *cache.report(
+                cells,
+                direct=DIRECT.name,
+                uncached=PROXY_CONTAINER.name,
+                memory=PROXY_CACHE.name,
+                redis=redis,
+                concurrencies=options.concurrencies,
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
