@@ -185,7 +185,9 @@ def cached_run() -> Iterator[Run]:
     yield Run(json.loads(done.stdout), list(state.received))
 
 
-@pytest.mark.parametrize("scenario", ["chat_streamText", "compatible_streamText"])
+@pytest.mark.parametrize(
+    "scenario", ["responses_streamText", "chat_streamText", "compatible_streamText"]
+)
 def test_a_stream_replayed_from_the_cache_reads_as_the_one_relayed(
     cached_run: Run, scenario: str
 ) -> None:

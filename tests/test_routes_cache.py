@@ -384,3 +384,74 @@ def test_a_frozen_store_is_a_miss_that_costs_no_more_than_the_bound(
     # rests and the next requests wait for nothing.
     assert first < bound + warm + 0.5, first
     assert rest < 0.5 * 3, rest
+
+
+RESPONSES = "/v1/responses"
+RESPOND = {"model": "HuggingFaceTB/SmolLM3-3B", "input": "What is a cache?", "temperature": 0}
+
+
+def sdk(client: TestClient) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(
+        base_url="http://testserver/v1", api_key=CANARY_KEY, http_client=client, max_retries=0
+    )
+
+
+def test_a_response_is_cached_and_replays_as_the_stream_the_openai_helper_reads(
+    client: TestClient, state: StandinState
+) -> None:
+    plain = client.post(RESPONSES, json=RESPOND, headers=AUTH)
+    assert plain.status_code == 200 and plain.headers[HEADER] == "miss"
+    again = client.post(RESPONSES, json=RESPOND, headers=AUTH)
+    assert again.headers[HEADER] == "hit" and again.json() == plain.json()
+    with sdk(client).responses.stream(**RESPOND) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == plain.json()["output"][0]["content"][0]["text"]
+    assert (
+        final.usage is not None
+        and final.usage.total_tokens == plain.json()["usage"]["total_tokens"]
+    )
+    events = list(sdk(client).responses.create(**RESPOND, stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert calls(state, RESPONSES) == 1
+
+
+def test_a_streamed_response_is_kept_once_completed_and_a_broken_one_never(
+    client: TestClient, state: StandinState
+) -> None:
+    state.faults[:] = [Fault(error_after=2)]
+    broken = client.post(RESPONSES, json={**RESPOND, "stream": True}, headers=AUTH)
+    assert b"event: error" in broken.content
+    streamed = list(sdk(client).responses.create(**RESPOND, stream=True))
+    assert streamed[-1].type == "response.completed"
+    plain = client.post(RESPONSES, json=RESPOND, headers=AUTH)
+    assert plain.headers[HEADER] == "hit"
+    assert plain.json()["id"] == streamed[-1].response.id
+    assert plain.json()["output"][0]["content"][0]["text"] == streamed[-1].response.output_text
+    assert calls(state, RESPONSES) == 2
+
+
+def test_a_function_call_and_a_response_cut_at_max_output_tokens_replay_as_they_came(
+    client: TestClient, state: StandinState
+) -> None:
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    ask = {**RESPOND, "input": "Weather in Paris?", "tools": tools}
+    first = sdk(client).responses.create(**ask)
+    with sdk(client).responses.stream(**ask) as stream:
+        list(stream)
+        replayed = stream.get_final_response()
+    assert replayed.output[0].type == "function_call"
+    assert replayed.output[0].arguments == first.output[0].arguments
+    short = {**RESPOND, "max_output_tokens": 3}
+    assert sdk(client).responses.create(**short).status == "incomplete"
+    events = list(sdk(client).responses.create(**short, stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert calls(state, RESPONSES) == 2
+
+
+def test_a_stored_response_is_refused_before_the_cache_is_asked(client: TestClient) -> None:
+    refused = client.post(RESPONSES, json={**RESPOND, "store": True}, headers=AUTH)
+    assert refused.status_code == 400 and HEADER not in refused.headers

@@ -4,8 +4,8 @@ to, the upstream request built from the caller's body, and the answer shaped for
 
 It may import the upstream, access and schemas packages, `lib.settings` and `lib.errors`;
 never the routes. The response cache's operations (`cached_chat`, `cached_generate`,
-`cached_embeddings`) are imported on first use: a deployment without the cache never loads
-them.
+`cached_embeddings`, `cached_response`) are imported on first use: a deployment without the
+cache never loads them.
 """
 
 from typing import Any
@@ -48,6 +48,7 @@ _CACHED = {
     "cached_chat": "lib.inference.chat_cache",
     "cached_generate": "lib.inference.chat_cache",
     "cached_embeddings": "lib.inference.embeddings_cache",
+    "cached_response": "lib.inference.responses_cache",
 }
 
 
@@ -72,6 +73,7 @@ __all__ = [
     "cached_chat",
     "cached_embeddings",
     "cached_generate",
+    "cached_response",
     "cap_task_generation",
     "create_embeddings",
     "extract_features",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lib.errors import ClientRequestError, NotStoredError, UpstreamError
+from lib.inference.chat import EventsWrap
 from lib.schemas import ResponsesRequest
 from lib.upstream import (
     EventStreamResponse,
@@ -127,9 +128,15 @@ def _output_chars(response: dict[str, Any]) -> int:
 
 
 async def stream_response(
-    upstream: UpstreamClient, payload: dict[str, Any], call: UpstreamCall, caller: Caller
+    upstream: UpstreamClient,
+    payload: dict[str, Any],
+    call: UpstreamCall,
+    caller: Caller,
+    *,
+    wrap: EventsWrap | None = None,
 ) -> EventStreamResponse:
-    """Open a streamed response; return the response that relays its events and counts its
-    tokens however it ends."""
+    """Open a streamed response; return the response that relays its events (through `wrap`,
+    when given) and counts its tokens however it ends."""
     stream = await upstream.open_stream(RESPONSES_PATH, payload, call)
-    return EventStreamResponse(relay_response_events(stream, caller, payload), stream)
+    events = relay_response_events(stream, caller, payload)
+    return EventStreamResponse(wrap(events) if wrap else events, stream)

@@ -68,6 +68,12 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
     payload = inference.build_responses_payload(body, model)
     caller.cap_completion_tokens(payload, send_as="max_output_tokens")
     call = await start_upstream_call(request, caller, model, stream=body.stream)
+    if caller.cache is not None and (cache := services(request).access.cache) is not None:
+        cache_control = request.headers.get("cache-control")
+        upstream = services(request).upstream
+        return await inference.cached_response(
+            upstream, payload, call, caller, cache, cache_control
+        )
     if body.stream:
         return await inference.stream_response(services(request).upstream, payload, call, caller)
     reply = await inference.forward_response(services(request).upstream, payload, call, caller)

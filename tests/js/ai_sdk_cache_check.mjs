@@ -41,6 +41,7 @@ async function twice(model, prompt) {
 }
 
 const scenarios = {
+  responses_streamText: () => twice(openai(MODEL), "[cache responses_streamText] hello"),
   chat_streamText: () => twice(openai.chat(MODEL), "[cache chat_streamText] hello"),
   compatible_streamText: () =>
     twice(compatible.chatModel(MODEL), "[cache compatible_streamText] hello"),
