@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import CANARY_KEY, CANARY_TOKEN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +49,15 @@ DENIED = {
     "google.protobuf": "traces' wire format: loaded with the OTLP exporter, only when configured",
     "requests": "the OTLP exporter's HTTP client, only when traces are configured",
     "lib.tracing": "traces: only when OTEL_EXPORTER_OTLP_ENDPOINT is set",
+    "lib.access.response_cache": "the response cache: only when some caller's answers are cached",
+    "lib.inference.chat_cache": "the response cache's chat: only when answers are cached",
+    "lib.inference.embeddings_cache": "the response cache's embeddings: likewise",
+    "lib.inference.responses_cache": "the response cache's Responses API: likewise",
+    "lib.inference.cache_lookup": "the response cache's lookups: likewise",
+    "lib.inference.cache_keys": "the response cache's canonical form: likewise",
+    "lib.inference.cache_replay": "the response cache's replayed streams: likewise",
 }
+_CACHE_MODULES = [name for name in DENIED if "cache" in name]
 # Not listed: click, pygments and rich. `import httpx` loads its CLI (httpx._main) and so
 # whichever of them is installed; the dev venv has them, a deployed function has only click.
 
@@ -105,3 +115,55 @@ def test_import_api_index_leaves_the_collector_on_and_the_build_frozen(tmp_path:
     enabled, frozen, tracked = _run_in_fresh_interpreter(_GC_AFTER_IMPORT, tmp_path)
     assert enabled, "import api.index left garbage collection off"
     assert frozen > 10_000 and tracked < 1_000, (frozen, tracked)
+
+
+_FIRST_CHAT = """
+import asyncio, json, sys
+import httpx
+import api.index
+from lib.app import create_app
+from lib.settings import Settings
+
+ANSWER = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                       "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+app = create_app(Settings(_env_file=None), transport=httpx.MockTransport(
+    lambda request: httpx.Response(200, json=ANSWER)))
+
+async def main():
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        body = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+        headers = {"Authorization": "Bearer " + sys.argv[1]}
+        reply = await client.post("/v1/chat/completions", json=body, headers=headers)
+        assert reply.status_code == 200, reply.text
+
+asyncio.run(main())
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("cache_ttl_s", ["0", "60"])
+def test_a_first_chat_loads_the_response_cache_only_where_answers_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_ttl_s: str
+) -> None:
+    script = tmp_path / "first_chat.py"
+    script.write_text(_FIRST_CHAT)
+    env = {**_entry_env(), "CACHE_TTL_S": cache_ttl_s, "HF_BASE_URL": "http://upstream.test"}
+    done = subprocess.run(
+        [sys.executable, str(script), CANARY_KEY],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    loaded = {name for name in _CACHE_MODULES if name in modules}
+    chat_only = set(_CACHE_MODULES) - {
+        "lib.inference.embeddings_cache",
+        "lib.inference.responses_cache",
+    }
+    assert loaded == (set() if cache_ttl_s == "0" else chat_only)
