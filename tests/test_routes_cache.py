@@ -455,3 +455,20 @@ def test_a_function_call_and_a_response_cut_at_max_output_tokens_replay_as_they_
 def test_a_stored_response_is_refused_before_the_cache_is_asked(client: TestClient) -> None:
     refused = client.post(RESPONSES, json={**RESPOND, "store": True}, headers=AUTH)
     assert refused.status_code == 400 and HEADER not in refused.headers
+
+
+def test_in_redis_a_key_s_entries_are_under_its_hash_tag_and_shared_ones_under_their_own(
+    standin: tuple[StandinState, str], state: StandinState, redis_server: Any
+) -> None:
+    redis_server.flush()
+    with TestClient(audited(cache_app(standin[1], redis_server.url))) as client:
+        client.post(CHAT, json=ASK, headers=AUTH)
+        client.post(CHAT, json=ASK, headers=bearer(SHARED_A))
+        client.post(EMBED, json={"input": ["one", "two"]}, headers=AUTH)
+    reply = redis_server.command("KEYS", "*:cache:*").split("\r\n")
+    keys = sorted(line for line in reply if line and line[0] not in "*$")
+    assert len(keys) == 4, keys
+    assert sum(k.startswith("promptgate:{app}:cache:") for k in keys) == 3
+    assert sum(k.startswith("promptgate:{~cache}:cache:") for k in keys) == 1
+    ttl = int(redis_server.command("TTL", keys[0]).strip().lstrip(":"))
+    assert 0 < ttl <= 600
