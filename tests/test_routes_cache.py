@@ -472,3 +472,33 @@ def test_in_redis_a_key_s_entries_are_under_its_hash_tag_and_shared_ones_under_t
     assert sum(k.startswith("promptgate:{~cache}:cache:") for k in keys) == 1
     ttl = int(redis_server.command("TTL", keys[0]).strip().lstrip(":"))
     assert 0 < ttl <= 600
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (CHAT, ASK),
+        (CHAT, {**ASK, "stream": True}),
+        (GENERATE, {"prompt": "Name a colour.", "temperature": 0}),
+        (GENERATE, {"prompt": "Name a colour.", "temperature": 0, "stream": True}),
+        (RESPONSES, RESPOND),
+        (RESPONSES, {**RESPOND, "stream": True}),
+        (EMBED, {"input": ["alpha"]}),
+    ],
+    ids=[
+        "chat",
+        "chat-stream",
+        "generate",
+        "generate-stream",
+        "responses",
+        "responses-stream",
+        "embeddings",
+    ],
+)
+def test_every_route_answers_miss_then_hit_and_bypass_under_no_cache(
+    client: TestClient, path: str, body: dict[str, Any]
+) -> None:
+    verdicts = [client.post(path, json=body, headers=AUTH).headers[HEADER] for _ in range(2)]
+    fresh = client.post(path, json=body, headers={**AUTH, "Cache-Control": "no-cache"})
+    assert fresh.status_code == 200
+    assert [*verdicts, fresh.headers[HEADER]] == ["miss", "hit", "bypass"]
