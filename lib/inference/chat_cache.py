@@ -29,13 +29,10 @@ from lib.inference.chat import (
     stream_generated_text,
 )
 from lib.schemas import GenerateResponse
-from lib.upstream import UpstreamCall, UpstreamClient
+from lib.upstream import STREAM_HEADERS, UpstreamCall, UpstreamClient
 
 if TYPE_CHECKING:
     from lib.access import Caller, ResponseCache
-
-# A replayed stream is sent whole; the relay's own headers, so proxies do not buffer it.
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def cached_chat(
@@ -54,7 +51,7 @@ async def cached_chat(
     if hit is not None:
         if stream:
             body = replay_chat_stream(hit, show_usage=show_usage)
-            return Response(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
+            return Response(body, media_type="text/event-stream", headers=STREAM_HEADERS)
         return Response(_json(hit), media_type="application/json")
     if stream:
         gatherer = ChatStreamGatherer()
@@ -87,7 +84,7 @@ async def cached_generate(
     if hit is not None:
         if payload.get("stream") is True:
             body = replay_generate_stream(hit, model)
-            return Response(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
+            return Response(body, media_type="text/event-stream", headers=STREAM_HEADERS)
         return generate_answer(hit, model)
     if payload.get("stream") is True:
         gatherer = GenerateStreamGatherer()

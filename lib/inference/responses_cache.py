@@ -19,12 +19,11 @@ from fastapi.responses import Response
 
 from lib.inference.cache_lookup import look_up
 from lib.inference.responses import RESPONSES_PATH, forward_response, stream_response
-from lib.upstream import UpstreamCall, UpstreamClient, format_event
+from lib.upstream import STREAM_HEADERS, UpstreamCall, UpstreamClient, format_event
 
 if TYPE_CHECKING:
     from lib.access import Caller, ResponseCache
 
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete"}
 
 
@@ -86,7 +85,7 @@ async def cached_response(
         await caller.charge_cache_hit(sum(n for n in saved if isinstance(n, int)))
         if stream:
             body = replay_response_stream(entry.body)
-            return Response(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
+            return Response(body, media_type="text/event-stream", headers=STREAM_HEADERS)
         return Response(json.dumps(entry.body).encode(), media_type="application/json")
     if not stream:
         reply = await forward_response(upstream, payload, call, caller)

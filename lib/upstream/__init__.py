@@ -12,6 +12,7 @@ from lib.upstream.chat_relay import Meter, relay_chat_events, relay_generate_eve
 from lib.upstream.client import UpstreamClient
 from lib.upstream.event_stream import (
     DONE_EVENT,
+    STREAM_HEADERS,
     EventStreamResponse,
     format_error_event,
     format_event,
@@ -25,6 +26,7 @@ __all__ = [
     "DONE_EVENT",
     "MAX_EVENT_BYTES",
     "MAX_RESPONSE_BYTES",
+    "STREAM_HEADERS",
     "TERMINAL_EVENTS",
     "EventStreamResponse",
     "Meter",
