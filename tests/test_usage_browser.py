@@ -124,6 +124,9 @@ def test_the_charts_draw_what_the_api_reports(
     } == latencies
     assert page.locator("#chart-tokens canvas").count() == 1
     assert page.locator("#totals [data-total='Requests'] strong").inner_text() == "7"
+    assert page.locator("#totals [data-total='Cache hits'] strong").inner_text() == str(
+        by_key["totals"]["cache_hits"]
+    )
     save_screenshot(page, "screenshot-usage.png", tmp_path)
     assert_clean(watch)
     page.context.close()
