@@ -502,3 +502,33 @@ def test_every_route_answers_miss_then_hit_and_bypass_under_no_cache(
     fresh = client.post(path, json=body, headers={**AUTH, "Cache-Control": "no-cache"})
     assert fresh.status_code == 200
     assert [*verdicts, fresh.headers[HEADER]] == ["miss", "hit", "bypass"]
+
+
+def test_a_tool_call_replays_as_a_stream_the_openai_client_gathers(
+    client: TestClient, state: StandinState
+) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    ask = {**ASK, "tools": tools}
+    plain = client.post(CHAT, json=ask, headers=AUTH).json()
+    assert plain["choices"][0]["finish_reason"] == "tool_calls"
+    with sdk(client).chat.completions.stream(
+        model="HuggingFaceTB/SmolLM3-3B", messages=ASK["messages"], temperature=0, tools=tools
+    ) as stream:
+        final = stream.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    kept = plain["choices"][0]["message"]["tool_calls"][0]
+    assert (call.id, call.function.name, call.function.arguments) == (
+        kept["id"],
+        kept["function"]["name"],
+        kept["function"]["arguments"],
+    )
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert calls(state) == 1
