@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # The shared limit store; KV_URL is the name Vercel's Upstash integration sets.
     redis_url: SecretStr | None = None
     kv_url: SecretStr | None = None
+    # A Redis Cluster behind REDIS_URL (one of its nodes): commands go to their slot's node.
+    redis_cluster: bool = False
     limits_on_store_error: Literal["local", "closed"] = "local"
     limits_store_timeout_s: float = Field(default=0.25, gt=0, le=5)
     # Every key promptgate writes in Redis starts with it, so deployments can share one Redis.
@@ -244,6 +246,16 @@ class Settings(BaseSettings):
     def _jwks_url_needs_issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and info.data.get("oidc_issuer") is None:
             raise ValueError("is only used with OIDC_ISSUER set")
+        return value
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _check_redis_cluster(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url") or info.data.get("kv_url")
+        if value and url is None:
+            raise ValueError("is only used with REDIS_URL (or KV_URL) set")
+        if value and urlsplit(url.get_secret_value()).path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has database 0 only: drop the /N from its URL")
         return value
 
     @field_validator("log_level", mode="before")

@@ -105,7 +105,10 @@ class AccessControl:
             from lib.access.redis_store import RedisStore
 
             store = RedisStore(
-                url.get_secret_value(), timeout_s=settings.limits_store_timeout_s, logger=logger
+                url.get_secret_value(),
+                timeout_s=settings.limits_store_timeout_s,
+                logger=logger,
+                cluster=settings.redis_cluster,
             )
         self.admins = policies.admins
         # Every key the ledger may hold usage of, as far as the configuration knows them.
