@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(default=30.0, gt=0, le=900)
     upstream_max_attempts: int = Field(default=3, ge=1, le=10)
     # httpx's own pool for serverless cold starts; the container image picks aiohttp.
-    upstream_transport: Literal["httpx", "aiohttp"] = "httpx"
+    upstream_transport: Literal["builtin", "httpx", "aiohttp"] = "builtin"
     # Vercel refuses request bodies over 4.5 MB itself; Lambda (6 MB) and containers allow more.
     # Texts per upstream feature-extraction call; larger requests are split into batches.
     # 32 is what text-embeddings-inference, behind Hugging Face's embedding models, accepts
