@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -113,6 +114,13 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    # Model fallbacks (lib/access/fallbacks.py): JSON {"org/a": ["org/b", ...]}, or the
+    # policy file's [fallbacks]; a model that failed this many times in a row is skipped
+    # for the cooldown; a model with a fallback after it has this long to start answering.
+    fallbacks: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    fallback_breaker_failures: int = Field(default=3, ge=1, le=1000)
+    fallback_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    fallback_timeout_s: float = Field(default=20.0, gt=0, le=900)
 
     @field_validator(
         "hf_token",
@@ -143,6 +151,21 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _decode_fallbacks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                return json.loads(value)
+            except ValueError:
+                # Never the text: a JSON error's position is enough to find the mistake.
+                raise ValueError(
+                    'must be a JSON object such as {"org/model-a": ["org/model-b"]}'
+                ) from None
         return value
 
     @field_validator("hf_base_url")
