@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lib.access.bearer import bearer_value, looks_like_jwt
+from lib.access.breaker import Breaker, BreakerReading
 from lib.access.caller import Caller
 from lib.access.keys import KeyRing, new_key
 from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
@@ -49,6 +50,8 @@ __all__ = [
     "AccessControl",
     "AccessRecord",
     "AdminKey",
+    "Breaker",
+    "BreakerReading",
     "Bucket",
     "Caller",
     "Group",
@@ -111,6 +114,16 @@ class AccessControl:
                 cluster=settings.redis_cluster,
             )
         self.admins = policies.admins
+        # Each model's fallbacks, found by the id as the Hub compares it (case-insensitively).
+        self._fallbacks = {model.casefold(): chain for model, chain in policies.fallbacks.items()}
+        self.breaker = Breaker(
+            store,
+            failures=settings.fallback_breaker_failures,
+            cooldown_s=settings.fallback_breaker_cooldown_s,
+            key_prefix=settings.redis_key_prefix,
+            clock=clock,
+            logger=logger,
+        )
         # Every key the ledger may hold usage of, as far as the configuration knows them.
         self.ledger_keys = [key.name for key in policies.keys]
         if settings.allow_anonymous:
@@ -152,6 +165,11 @@ class AccessControl:
             return Caller(holder.key, self.limiter, record, user=holder.user)
         key = self.keys.identify(authorization)
         return Caller(key, self.limiter, AccessRecord(key.name))
+
+    def model_chain(self, model: str, caller: Caller) -> tuple[str, ...]:
+        """`model`, then its fallbacks (`[fallbacks]`) that the caller's key and token may use."""
+        fallbacks = self._fallbacks.get(model.casefold(), ())
+        return (model, *(m for m in fallbacks if caller.may_use(m)))
 
     def identify_admin(self, authorization: str | None) -> AdminKey:
         """The admin key the raw `Authorization` header holds, or raise: `AuthenticationError`

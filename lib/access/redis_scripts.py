@@ -138,6 +138,19 @@ return {0, glob}
 """
 
 
+# A fallback breaker's failure (lib/access/breaker.py): count it, and at the threshold open
+# the model until the given time, its count left one short so that one failure reopens it.
+# KEYS: the breaker's hash. ARGV: model, threshold, open until, TTL.
+_BREAKER_FAILED_SOURCE = """
+local f = redis.call('HINCRBY', KEYS[1], 'f|' .. ARGV[1], 1)
+if f >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'u|' .. ARGV[1], ARGV[3], 'f|' .. ARGV[1], tonumber(ARGV[2]) - 1)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return f
+"""
+
+
 class Script:
     """A Lua script and its SHA-1, which EVALSHA names it by."""
 
@@ -156,3 +169,5 @@ ADD_USAGE = Script(
     _ADD_USAGE_SOURCE, "a request was not added to the usage ledger, nor its tokens settled"
 )
 ALL = (ADMIT, ADMIT_GLOBAL, ADD_TOKENS, ADD_USAGE)
+# Sent with EVAL, not loaded on each connection (ALL): a breaker's failure is rare.
+BREAKER_FAILED = Script(_BREAKER_FAILED_SOURCE)

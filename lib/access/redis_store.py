@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lib.access import redis_scripts
@@ -145,6 +145,25 @@ class RedisStore:
     async def aclose(self) -> None:
         """Close the connection; a later call opens a new one."""
         await self._connection.aclose(drain_s=self._timeout_s)
+
+    async def breaker_read(self, key: str, models: Sequence[str]) -> list[tuple[int, float]]:
+        """Each model's failures in a row and open-until time, from the breaker's hash."""
+        fields = [field for model in models for field in (f"f|{model}", f"u|{model}")]
+        held = await self._bounded(self._connection.execute("HMGET", key, *fields))
+        return [(int(held[i] or 0), float(held[i + 1] or 0)) for i in range(0, len(held), 2)]
+
+    async def breaker_failed(
+        self, key: str, model: str, *, threshold: int, open_until: float, ttl_s: int
+    ) -> None:
+        """Count a failure of `model`, opening it at `threshold` in a row (one script, sent
+        whole each time: failures are rare, and no connection needs to have loaded it)."""
+        args = (model, threshold, f"{open_until:.3f}", ttl_s)
+        source = redis_scripts.BREAKER_FAILED.source
+        await self._bounded(self._connection.execute("EVAL", source, 1, key, *args))
+
+    async def breaker_reset(self, key: str, model: str) -> None:
+        """Forget `model`'s failures and its opening."""
+        await self._bounded(self._connection.execute("HDEL", key, f"f|{model}", f"u|{model}"))
 
     def _split(self, windows: Windows) -> tuple[Windows, str | None]:
         """On a cluster, the request's windows without the deployment's day, and that day's
