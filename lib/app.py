@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lib import __version__
+from lib import __version__, inference
 from lib.access import RATE_LIMIT_HEADERS, AccessControl
 from lib.errors import ProxyError
 from lib.http import (
@@ -102,7 +102,12 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", *RATE_LIMIT_HEADERS],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                *RATE_LIMIT_HEADERS,
+                inference.FALLBACK_HEADER,
+            ],
         )
     app.add_middleware(
         BodyLimitMiddleware,

@@ -22,6 +22,7 @@ from lib.inference.embeddings import (
     relay_openai_embeddings,
     sentence_vectors,
 )
+from lib.inference.fallbacks import FALLBACK_HEADER, falls_back, with_fallbacks
 from lib.inference.models import resolve_embedding_model, resolve_model, resolve_task_model
 from lib.inference.responses import (
     RESPONSES_PATH,
@@ -43,6 +44,7 @@ from lib.inference.tasks import (
 __all__ = [
     "CHAT_PATH",
     "EMBEDDING_CONCURRENCY",
+    "FALLBACK_HEADER",
     "RESPONSES_PATH",
     "ResponseUsage",
     "build_chat_payload",
@@ -52,6 +54,7 @@ __all__ = [
     "cap_task_generation",
     "create_embeddings",
     "extract_features",
+    "falls_back",
     "forward_chat",
     "forward_response",
     "generate_text",
@@ -68,4 +71,5 @@ __all__ = [
     "stream_generated_text",
     "stream_response",
     "task_path",
+    "with_fallbacks",
 ]

@@ -32,14 +32,27 @@ async def create_chat_completion(
 async def answer_chat(
     body: ChatCompletionRequest, model: str, request: Request, caller: Caller
 ) -> Response:
-    """Serve a chat completion for `model`, already resolved and allowed."""
-    upstream = services(request).upstream
+    """Serve a chat completion for `model`, already resolved and allowed (or its fallbacks)."""
+    upstream, access = services(request).upstream, services(request).access
     payload = inference.build_chat_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
+    models = access.model_chain(model, caller)
     if body.stream:
-        return await inference.stream_chat(upstream, payload, call, caller)
-    reply = await inference.forward_chat(upstream, payload, call, caller)
+        return await inference.with_fallbacks(
+            models,
+            access.breaker,
+            call,
+            caller,
+            lambda m: inference.stream_chat(upstream, {**payload, "model": m}, call, caller),
+        )
+    reply = await inference.with_fallbacks(
+        models,
+        access.breaker,
+        call,
+        caller,
+        lambda m: inference.forward_chat(upstream, {**payload, "model": m}, call, caller),
+    )
     return Response(reply.content, media_type="application/json")
 
 
@@ -54,11 +67,16 @@ async def generate(
     body: GenerateRequest, request: Request, caller: CallerDep
 ) -> Response | GenerateResponse:
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
-    upstream = services(request).upstream
+    upstream, access = services(request).upstream, services(request).access
     model = inference.resolve_model(body.model, services(request).settings)
     payload = inference.build_generate_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    if body.stream:
-        return await inference.stream_generated_text(upstream, payload, call, caller)
-    return await inference.generate_text(upstream, payload, call, caller)
+    operation = inference.stream_generated_text if body.stream else inference.generate_text
+    return await inference.with_fallbacks(
+        access.model_chain(model, caller),
+        access.breaker,
+        call,
+        caller,
+        lambda m: operation(upstream, {**payload, "model": m}, call, caller),
+    )
