@@ -19,6 +19,7 @@ from tests.conftest import CANARY_KEY, CANARY_TOKEN, sha256_hex
 from tests.servers import serve_proxy_and_standin
 
 A, B, C = "org/model-a", "org/model-b", "org/model-c"
+E1, E2 = "org/embed-1", "org/embed-2"
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Hello?"}]
 NARROW_KEY = "pg_test_canary_key_narrow"
@@ -37,9 +38,10 @@ models = ["{A}"]
 sha256 = "{sha256_hex(ADMIN_KEY)}"
 [fallbacks]
 "{A}" = ["{B}", "{C}"]
+"{E1}" = ["{E2}"]
 """
 SETTINGS: dict[str, Any] = {
-    "allowed_models": f"{A},{B},{C}",
+    "allowed_models": f"{A},{B},{C},{E1},{E2}",
     "default_model": A,
     "keys_toml": POLICY,
     "fallback_timeout_s": 1.0,
@@ -304,3 +306,30 @@ def test_when_every_model_is_open_the_first_is_tried(state: StandinState) -> Non
         response = chat(proxy)
         assert response.status_code == 200 and response.json()["model"] == A
         assert models_sent(state) == [A]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_responses_api_falls_back(proxy: str, state: StandinState, stream: bool) -> None:
+    state.model_faults[A] = Fault(status=503)
+    client = openai.OpenAI(base_url=f"{proxy}/v1", api_key=CANARY_KEY, max_retries=0)
+    if stream:
+        events = list(client.responses.create(model=A, input="Hello?", stream=True))
+        completed = events[-1]
+        assert completed.type == "response.completed" and completed.response.model == B
+    else:
+        raw = client.responses.with_raw_response.create(model=A, input="Hello?")
+        assert raw.headers["x-promptgate-fallback"] == B
+        assert raw.parse().model == B and raw.parse().output_text
+    assert [r["json"]["model"] for r in state.received if r["path"] == "/v1/responses"] == [A, B]
+
+
+def test_embeddings_fall_back_with_every_batch_on_one_model(state: StandinState) -> None:
+    state.model_faults[E1] = Fault(status=429)
+    with serve_proxy_and_standin(state, **SETTINGS, embedding_batch_size=2) as proxy:
+        client = openai.OpenAI(base_url=f"{proxy}/v1", api_key=CANARY_KEY, max_retries=0)
+        raw = client.embeddings.with_raw_response.create(model=E1, input=["a", "b", "c", "d"])
+    answer = raw.parse()
+    assert raw.headers["x-promptgate-fallback"] == E2 and answer.model == E2
+    assert len(answer.data) == 4
+    paths = [r["path"] for r in state.received]
+    assert all(E2 in p for p in paths if E1 not in p) and sum(E2 in p for p in paths) == 2

@@ -26,13 +26,22 @@ async def create_embeddings(
     """Embed one text or a list of texts with a feature-extraction model (charged the
     OpenAI-compatible server's token count, or an estimate from the input's text)."""
     settings, upstream = services(request).settings, services(request).upstream
+    access = services(request).access
     model = inference.resolve_embedding_model(body.model, settings)
     call = await start_upstream_call(request, caller, model)
     if settings.upstream_api == "openai":
         embed = inference.relay_openai_embeddings
     else:
         embed = inference.create_embeddings
-    result = await embed(upstream, body, call, settings.embedding_batch_size)
+    # Every batch of one request goes to one model (the one `call.model` names as it is
+    # tried): an answer never mixes two models' vectors.
+    result = await inference.with_fallbacks(
+        access.model_chain(model, caller),
+        access.breaker,
+        call,
+        caller,
+        lambda _model: embed(upstream, body, call, settings.embedding_batch_size),
+    )
     # The router reports no tokens (its usage is a word count): estimate from the input.
     reported = result.usage.model_dump() if settings.upstream_api == "openai" else None
     await caller.charge(reported, payload={"input": body.input})

@@ -64,13 +64,27 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
     Nothing is stored: `store` goes upstream as false; `store: true` and
     `previous_response_id` are refused (400), since no response can be read back.
     """
+    upstream, access = services(request).upstream, services(request).access
     model = inference.resolve_model(body.model, services(request).settings)
     payload = inference.build_responses_payload(body, model)
     caller.cap_completion_tokens(payload, send_as="max_output_tokens")
     call = await start_upstream_call(request, caller, model, stream=body.stream)
+    models = access.model_chain(model, caller)
     if body.stream:
-        return await inference.stream_response(services(request).upstream, payload, call, caller)
-    reply = await inference.forward_response(services(request).upstream, payload, call, caller)
+        return await inference.with_fallbacks(
+            models,
+            access.breaker,
+            call,
+            caller,
+            lambda m: inference.stream_response(upstream, {**payload, "model": m}, call, caller),
+        )
+    reply = await inference.with_fallbacks(
+        models,
+        access.breaker,
+        call,
+        caller,
+        lambda m: inference.forward_response(upstream, {**payload, "model": m}, call, caller),
+    )
     return Response(reply.content, media_type="application/json")
 
 
