@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from lib.standin import Fault, StandinState
-from tests.conftest import CANARY_KEY, CANARY_TOKEN, sha256_hex
+from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, sha256_hex
 from tests.servers import serve_proxy_and_standin
 
 A, B, C = "org/model-a", "org/model-b", "org/model-c"
@@ -160,6 +160,18 @@ def test_a_key_is_never_moved_to_a_model_outside_its_models(
     response = chat(proxy, ONLY_A_KEY)
     assert response.status_code == 502  # the upstream's 503, as a gateway answers it
     assert models_sent(state) == [A]
+
+
+def test_a_token_is_never_moved_to_a_model_outside_its_models(state: StandinState) -> None:
+    state.model_faults[A] = Fault(status=503)
+    with serve_proxy_and_standin(state, **SETTINGS, token_secret=CANARY_TOKEN_SECRET) as proxy:
+        minted = httpx.post(
+            f"{proxy}/v1/tokens", json={"user": "alice", "models": [A, C]}, headers=auth()
+        )
+        token = minted.json()["token"]
+        response = chat(proxy, token)
+    assert response.json()["model"] == C and response.headers["x-promptgate-fallback"] == C
+    assert models_sent(state) == [A, C]
 
 
 def test_a_model_without_fallbacks_fails_as_before(proxy: str, state: StandinState) -> None:
