@@ -62,6 +62,10 @@ def create_app(
     settings = settings or load_settings()
     logger = configure_logging(settings.log_level)
     upstream = UpstreamClient(settings, transport=transport)
+    fallback_settings = settings.fallback_upstream_settings()
+    fallback_upstream = (
+        None if fallback_settings is None else UpstreamClient(fallback_settings, transport)
+    )
     access = AccessControl(settings, clock=clock, logger=logger)
     on_end = usage_recorder(access.ledger)
     tracer = None
@@ -75,6 +79,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await upstream.aclose()
+        if fallback_upstream is not None:
+            await fallback_upstream.aclose()
         await access.aclose()
         if tracer is not None:
             await tracer.aclose()
@@ -92,6 +98,7 @@ def create_app(
         settings=settings,
         upstream=upstream,
         access=access,
+        fallback_upstream=fallback_upstream,
     )
     include_routes(app)
     if settings.cors_origins:

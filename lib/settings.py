@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # What HF_BASE_URL speaks: Hugging Face's router (chat, feature extraction, task routes),
     # or any OpenAI-compatible server (chat and /v1/embeddings only; HF_TOKEN optional).
     upstream_api: Literal["hf-router", "openai"] = "hf-router"
+    # A second OpenAI-compatible upstream that fallbacks may name (UPSTREAM_API=openai only),
+    # with its own token: a team's own server and the router can stand in for each other.
+    upstream_fallback_url: str | None = None
+    upstream_fallback_token: SecretStr | None = None
     default_model: str = DEFAULT_CHAT_MODEL
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     allowed_models: CommaList = Field(default_factory=list)
@@ -117,13 +121,15 @@ class Settings(BaseSettings):
     # Model fallbacks (lib/access/fallbacks.py): JSON {"org/a": ["org/b", ...]}, or the
     # policy file's [fallbacks]; a model that failed this many times in a row is skipped
     # for the cooldown; a model with a fallback after it has this long to start answering.
-    fallbacks: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    fallbacks: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
     fallback_breaker_failures: int = Field(default=3, ge=1, le=1000)
     fallback_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
     fallback_timeout_s: float = Field(default=20.0, gt=0, le=900)
 
     @field_validator(
         "hf_token",
+        "upstream_fallback_url",
+        "upstream_fallback_token",
         "redis_url",
         "kv_url",
         "keys_file",
@@ -174,6 +180,26 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
             raise ValueError("must be an http(s) URL without query or fragment")
         return value.rstrip("/")
+
+    @field_validator("upstream_fallback_url")
+    @classmethod
+    def _check_fallback_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("upstream_api") != "openai":
+            raise ValueError("is only used with UPSTREAM_API=openai")
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("upstream_fallback_token")
+    @classmethod
+    def _fallback_token_needs_url(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is not None and info.data.get("upstream_fallback_url") is None:
+            raise ValueError("is only used with UPSTREAM_FALLBACK_URL set")
+        return value
 
     @field_validator("default_model", "embedding_model")
     @classmethod
@@ -318,6 +344,20 @@ class Settings(BaseSettings):
     def limits_store_url(self) -> SecretStr | None:
         """The shared limit store's URL: `REDIS_URL`, else `KV_URL`; None for the in-process one."""
         return self.redis_url or self.kv_url
+
+    def fallback_upstream_settings(self) -> Settings | None:
+        """The second upstream's settings (`UPSTREAM_FALLBACK_URL` and its own token in place of
+        `HF_BASE_URL` and `HF_TOKEN`), or None when there is none."""
+        if self.upstream_fallback_url is None:
+            return None
+        return self.model_copy(
+            update={
+                "hf_base_url": self.upstream_fallback_url,
+                "hf_token": self.upstream_fallback_token,
+                "upstream_fallback_url": None,
+                "upstream_fallback_token": None,
+            }
+        )
 
     @property
     def allowlist_defaulted(self) -> bool:

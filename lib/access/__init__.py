@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lib.access.bearer import bearer_value, looks_like_jwt
 from lib.access.breaker import Breaker, BreakerReading
 from lib.access.caller import Caller
+from lib.access.fallbacks import Hop
 from lib.access.keys import KeyRing, new_key
 from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
 from lib.access.policy import ANONYMOUS, OIDC_KEY_NAME, AdminKey, NamedKey, Policy, load_policies
@@ -56,6 +57,7 @@ __all__ = [
     "Caller",
     "Group",
     "GroupBy",
+    "Hop",
     "Ledger",
     "NamedKey",
     "Policy",
@@ -166,10 +168,10 @@ class AccessControl:
         key = self.keys.identify(authorization)
         return Caller(key, self.limiter, AccessRecord(key.name))
 
-    def model_chain(self, model: str, caller: Caller) -> tuple[str, ...]:
+    def model_chain(self, model: str, caller: Caller) -> tuple[Hop, ...]:
         """`model`, then its fallbacks (`[fallbacks]`) that the caller's key and token may use."""
         fallbacks = self._fallbacks.get(model.casefold(), ())
-        return (model, *(m for m in fallbacks if caller.may_use(m)))
+        return (Hop(model), *(hop for hop in fallbacks if caller.may_use(hop.model)))
 
     def identify_admin(self, authorization: str | None) -> AdminKey:
         """The admin key the raw `Authorization` header holds, or raise: `AuthenticationError`

@@ -2,17 +2,21 @@
 
     [fallbacks]
     "org/model-a" = ["org/model-b", "org/model-c"]
+    "team/own-model" = [{ model = "org/model-b", upstream = "fallback" }]
 
 A request for `org/model-a` that the upstream refuses with 429 or 5xx, or that fails to
 connect or times out, is sent to `org/model-b`, then `org/model-c` (lib/inference/fallbacks.py
-moves it; lib/access/breaker.py skips a model that keeps failing). Every model named must be
-in `ALLOWED_MODELS`; a mistake stops start-up with one line naming the source and the entry.
+moves it; lib/access/breaker.py skips a model that keeps failing). A fallback written as a
+table with `upstream = "fallback"` goes to the second upstream (`UPSTREAM_FALLBACK_URL`).
+Every model named must be in `ALLOWED_MODELS`; a mistake stops start-up with one line naming
+the source and the entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from lib.model_ids import is_model_allowed, is_valid_model_id
 from lib.settings import Settings, SettingsError
@@ -21,9 +25,24 @@ from lib.settings import Settings, SettingsError
 MAX_FALLBACKS = 4
 
 
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One model of a request's chain, and the upstream that serves it: `main` (`HF_BASE_URL`)
+    or `fallback` (`UPSTREAM_FALLBACK_URL`)."""
+
+    model: str
+    upstream: Literal["main", "fallback"] = "main"
+
+    @property
+    def name(self) -> str:
+        """The hop as the breaker counts it: the model, marked when on the second upstream
+        (with a `>`, which no model id holds)."""
+        return self.model if self.upstream == "main" else f"fallback>{self.model}"
+
+
 def load_fallbacks(
     settings: Settings, source: str, table: Any | None
-) -> dict[str, tuple[str, ...]]:
+) -> dict[str, tuple[Hop, ...]]:
     """The fallbacks of each model, from the policy file's `[fallbacks]` (`table`, read from
     `source`) or `FALLBACKS`; raises `SettingsError` for a bad entry, or for both set."""
     if table is not None and settings.fallbacks:
@@ -35,23 +54,37 @@ def load_fallbacks(
     return {model: _chain(source, model, fallbacks, settings) for model, fallbacks in table.items()}
 
 
-def _chain(source: str, model: Any, fallbacks: Any, settings: Settings) -> tuple[str, ...]:
+def _chain(source: str, model: Any, fallbacks: Any, settings: Settings) -> tuple[Hop, ...]:
     where = f"{source}: [fallbacks] {str(model)[:100]!r}"
     _check_model(where, model, settings)
-    if (
-        not isinstance(fallbacks, list)
-        or not fallbacks
-        or not all(isinstance(m, str) for m in fallbacks)
-    ):
+    if not isinstance(fallbacks, list) or not fallbacks:
         raise SettingsError(f"{where} must be a list of model ids")
     if len(fallbacks) > MAX_FALLBACKS:
         raise SettingsError(f"{where}: at most {MAX_FALLBACKS} fallbacks per model")
-    for fallback in fallbacks:
-        _check_model(where, fallback, settings)
-    folded = [m.casefold() for m in (model, *fallbacks)]
+    hops = tuple(_hop(where, entry, settings) for entry in fallbacks)
+    folded = [hop.name.casefold() for hop in (Hop(model), *hops)]
     if len(set(folded)) != len(folded):
         raise SettingsError(f"{where}: a model appears twice in its chain")
-    return tuple(fallbacks)
+    return hops
+
+
+def _hop(where: str, entry: Any, settings: Settings) -> Hop:
+    """A fallback: a model id (this upstream), or `{model = "...", upstream = "fallback"}`."""
+    if isinstance(entry, str):
+        _check_model(where, entry, settings)
+        return Hop(entry)
+    if not isinstance(entry, Mapping) or set(entry) != {"model", "upstream"}:
+        raise SettingsError(
+            f'{where}: a fallback is a model id or {{model = "...", upstream = "fallback"}}'
+        )
+    if entry["upstream"] != "fallback":
+        raise SettingsError(f'{where}: upstream must be "fallback" (UPSTREAM_FALLBACK_URL)')
+    if settings.upstream_fallback_url is None:
+        raise SettingsError(
+            f"{where}: names the fallback upstream, but UPSTREAM_FALLBACK_URL is unset"
+        )
+    _check_model(where, entry["model"], settings)
+    return Hop(entry["model"], "fallback")
 
 
 def _check_model(where: str, model: Any, settings: Settings) -> None:

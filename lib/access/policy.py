@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lib.access.fallbacks import load_fallbacks
+from lib.access.fallbacks import Hop, load_fallbacks
 from lib.model_ids import is_model_allowed, is_valid_model_id
 from lib.settings import Settings, SettingsError
 
@@ -103,7 +103,7 @@ class Policies:
     defaults: Policy
     users: Policy
     admins: tuple[AdminKey, ...] = ()
-    fallbacks: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    fallbacks: dict[str, tuple[Hop, ...]] = dataclasses.field(default_factory=dict)
 
 
 def load_keys(settings: Settings) -> tuple[list[NamedKey], Policy]:

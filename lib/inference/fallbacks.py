@@ -6,7 +6,8 @@ deadline: the time left is shared, never reset. A model with a fallback after it
 once (no retries: the next model is the retry) and has `FALLBACK_TIMEOUT_S` to start
 answering; the last model of the chain gets the usual retries (`UPSTREAM_MAX_ATTEMPTS`).
 Any other failure (4xx other than 429) is the caller's answer at once. Models the breaker
-(lib/access/breaker.py) holds open are skipped, unless every model of the chain is open.
+(lib/access/breaker.py) holds open are skipped, unless every model of the chain is open. A
+hop may name the second upstream (`UPSTREAM_FALLBACK_URL`): the route picks its client.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lib.errors import (
 from lib.upstream import UpstreamCall
 
 if TYPE_CHECKING:
-    from lib.access import Breaker, Caller
+    from lib.access import Breaker, Caller, Hop
 
 FALLBACK_HEADER = "x-promptgate-fallback"
 # A fallback is not started with less time left than this: it could not answer in time.
@@ -46,39 +47,39 @@ def falls_back(error: UpstreamError) -> bool:
 
 
 async def with_fallbacks[T](
-    models: Sequence[str],
+    hops: Sequence[Hop],
     breaker: Breaker,
     call: UpstreamCall,
     caller: Caller,
-    send: Callable[[str], Awaitable[T]],
+    send: Callable[[Hop], Awaitable[T]],
 ) -> T:
-    """`send(model)` for the first model of `models` that answers, in order.
+    """`send(hop)` for the first hop of `hops` (a model, and its upstream) that answers.
 
     `call.model` becomes the model that answered (the ledger counts it) and, when it is not
-    the first, the response carries `x-promptgate-fallback: <model>`. With one model there
+    the first hop, the response carries `x-promptgate-fallback: <model>`. With one hop there
     is nothing to fall back to, and the breaker is not asked.
     """
-    if len(models) == 1:
-        return await send(models[0])
-    reading = await breaker.read(models)
-    tried = [m for m in models if m not in reading.open] or [models[0]]
+    if len(hops) == 1:
+        return await send(hops[0])
+    reading = await breaker.read([hop.name for hop in hops])
+    tried = [hop for hop in hops if hop.name not in reading.open] or [hops[0]]
     loop = asyncio.get_running_loop()
-    for index, model in enumerate(tried):
-        call.model = model
+    for index, hop in enumerate(tried):
+        call.model = hop.model
         call.fallback_ready = index < len(tried) - 1
         try:
-            answer = await send(model)
+            answer = await send(hop)
         except UpstreamError as error:
             if not falls_back(error):
                 raise
-            await breaker.failed(model)
+            await breaker.failed(hop.name)
             left = None if call.deadline is None else call.deadline - loop.time()
             if not call.fallback_ready or (left is not None and left < MIN_FALLBACK_S):
                 raise
             continue
-        if model in reading.failing:
-            await breaker.succeeded(model)
-        if model != models[0]:
-            caller.response_headers[FALLBACK_HEADER] = model
+        if hop.name in reading.failing:
+            await breaker.succeeded(hop.name)
+        if hop != hops[0]:
+            caller.response_headers[FALLBACK_HEADER] = hop.model
         return answer
     raise AssertionError("unreachable: the last model's failure is raised")  # pragma: no cover

@@ -33,7 +33,8 @@ async def answer_chat(
     body: ChatCompletionRequest, model: str, request: Request, caller: Caller
 ) -> Response:
     """Serve a chat completion for `model`, already resolved and allowed (or its fallbacks)."""
-    upstream, access = services(request).upstream, services(request).access
+    shared = services(request)
+    access = shared.access
     payload = inference.build_chat_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
@@ -44,14 +45,18 @@ async def answer_chat(
             access.breaker,
             call,
             caller,
-            lambda m: inference.stream_chat(upstream, {**payload, "model": m}, call, caller),
+            lambda hop: inference.stream_chat(
+                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+            ),
         )
     reply = await inference.with_fallbacks(
         models,
         access.breaker,
         call,
         caller,
-        lambda m: inference.forward_chat(upstream, {**payload, "model": m}, call, caller),
+        lambda hop: inference.forward_chat(
+            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+        ),
     )
     return Response(reply.content, media_type="application/json")
 
@@ -67,8 +72,9 @@ async def generate(
     body: GenerateRequest, request: Request, caller: CallerDep
 ) -> Response | GenerateResponse:
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
-    upstream, access = services(request).upstream, services(request).access
-    model = inference.resolve_model(body.model, services(request).settings)
+    shared = services(request)
+    access = shared.access
+    model = inference.resolve_model(body.model, shared.settings)
     payload = inference.build_generate_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
@@ -78,5 +84,7 @@ async def generate(
         access.breaker,
         call,
         caller,
-        lambda m: operation(upstream, {**payload, "model": m}, call, caller),
+        lambda hop: operation(
+            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+        ),
     )

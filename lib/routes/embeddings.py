@@ -7,6 +7,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from lib import inference
+from lib.access import Hop
 from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
 from lib.schemas import EmbeddingRequest, EmbeddingResponse
 from lib.upstream import json_response
@@ -25,25 +26,26 @@ async def create_embeddings(
 ) -> Response:
     """Embed one text or a list of texts with a feature-extraction model (charged the
     OpenAI-compatible server's token count, or an estimate from the input's text)."""
-    settings, upstream = services(request).settings, services(request).upstream
-    access = services(request).access
+    shared = services(request)
+    settings, access = shared.settings, shared.access
     model = inference.resolve_embedding_model(body.model, settings)
     call = await start_upstream_call(request, caller, model)
-    if settings.upstream_api == "openai":
-        embed = inference.relay_openai_embeddings
-    else:
-        embed = inference.create_embeddings
+
+    async def embed(hop: Hop) -> tuple[EmbeddingResponse, bool]:
+        # The second upstream is OpenAI-compatible whatever UPSTREAM_API says of the first.
+        openai = settings.upstream_api == "openai" or hop.upstream == "fallback"
+        embed = inference.relay_openai_embeddings if openai else inference.create_embeddings
+        return await embed(
+            shared.upstream_for(hop), body, call, settings.embedding_batch_size
+        ), openai
+
     # Every batch of one request goes to one model (the one `call.model` names as it is
     # tried): an answer never mixes two models' vectors.
-    result = await inference.with_fallbacks(
-        access.model_chain(model, caller),
-        access.breaker,
-        call,
-        caller,
-        lambda _model: embed(upstream, body, call, settings.embedding_batch_size),
+    result, openai = await inference.with_fallbacks(
+        access.model_chain(model, caller), access.breaker, call, caller, embed
     )
     # The router reports no tokens (its usage is a word count): estimate from the input.
-    reported = result.usage.model_dump() if settings.upstream_api == "openai" else None
+    reported = result.usage.model_dump() if openai else None
     await caller.charge(reported, payload={"input": body.input})
     return json_response(
         result.model_dump_json().encode(),

@@ -64,8 +64,9 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
     Nothing is stored: `store` goes upstream as false; `store: true` and
     `previous_response_id` are refused (400), since no response can be read back.
     """
-    upstream, access = services(request).upstream, services(request).access
-    model = inference.resolve_model(body.model, services(request).settings)
+    shared = services(request)
+    access = shared.access
+    model = inference.resolve_model(body.model, shared.settings)
     payload = inference.build_responses_payload(body, model)
     caller.cap_completion_tokens(payload, send_as="max_output_tokens")
     call = await start_upstream_call(request, caller, model, stream=body.stream)
@@ -76,14 +77,18 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
             access.breaker,
             call,
             caller,
-            lambda m: inference.stream_response(upstream, {**payload, "model": m}, call, caller),
+            lambda hop: inference.stream_response(
+                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+            ),
         )
     reply = await inference.with_fallbacks(
         models,
         access.breaker,
         call,
         caller,
-        lambda m: inference.forward_response(upstream, {**payload, "model": m}, call, caller),
+        lambda hop: inference.forward_response(
+            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+        ),
     )
     return Response(reply.content, media_type="application/json")
 
