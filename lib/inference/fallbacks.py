@@ -81,5 +81,6 @@ async def with_fallbacks[T](
             await breaker.succeeded(hop.name)
         if hop != hops[0]:
             caller.response_headers[FALLBACK_HEADER] = hop.model
+            call.requested_model = hops[0].model
         return answer
     raise AssertionError("unreachable: the last model's failure is raised")  # pragma: no cover
