@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from lib.access import Breaker
 from lib.access.redis_store import RedisStore
 from tests.conftest import Clock
-from tests.redis_server import RedisServer, run_redis_server
+from tests.redis_server import RedisServer, run_redis_cluster, run_redis_server
 
 A, B = "org/model-a", "org/model-b"
 T0 = 1_800_000_000.0
@@ -137,5 +138,25 @@ def test_a_dead_store_never_raises() -> None:
             await gate.failed(A)
             await gate.succeeded(A)
             assert (await gate.read([A])).open == frozenset()
+
+        asyncio.run(scenario())
+
+
+def test_the_breaker_works_on_a_redis_cluster(tmp_path: Path) -> None:
+    with run_redis_cluster(tmp_path) as nodes:
+        clock = Clock(T0)
+
+        def on_cluster() -> Breaker:
+            store = RedisStore(nodes[0].url, timeout_s=2.0, cluster=True)
+            return Breaker(store, failures=3, cooldown_s=30, clock=clock)
+
+        first, second = on_cluster(), on_cluster()
+
+        async def scenario() -> None:
+            for gate in (first, second, first):
+                await gate.failed(A)
+            assert (await second.read([A, B])).open == {A}
+            await second.succeeded(A)
+            assert (await first.read([A, B])).failing == frozenset()
 
         asyncio.run(scenario())
