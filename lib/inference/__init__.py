@@ -22,7 +22,7 @@ from lib.inference.embeddings import (
     relay_openai_embeddings,
     sentence_vectors,
 )
-from lib.inference.fallbacks import FALLBACK_HEADER, falls_back, with_fallbacks
+from lib.inference.fallbacks import FALLBACK_HEADER, with_fallbacks
 from lib.inference.models import resolve_embedding_model, resolve_model, resolve_task_model
 from lib.inference.responses import (
     RESPONSES_PATH,
@@ -54,7 +54,6 @@ __all__ = [
     "cap_task_generation",
     "create_embeddings",
     "extract_features",
-    "falls_back",
     "forward_chat",
     "forward_response",
     "generate_text",
