@@ -16,6 +16,7 @@ import pytest
 
 from lib.standin import Fault, StandinState
 from tests.conftest import CANARY_KEY, CANARY_TOKEN, CANARY_TOKEN_SECRET, sha256_hex
+from tests.redis_server import RedisServer
 from tests.servers import serve_proxy_and_standin
 
 A, B, C = "org/model-a", "org/model-b", "org/model-c"
@@ -345,3 +346,23 @@ def test_embeddings_fall_back_with_every_batch_on_one_model(state: StandinState)
     assert len(answer.data) == 4
     paths = [r["path"] for r in state.received]
     assert all(E2 in p for p in paths if E1 not in p) and sum(E2 in p for p in paths) == 2
+
+
+def test_a_hung_breaker_store_costs_a_request_one_bound_and_never_fails_it(
+    state: StandinState, redis_server: RedisServer
+) -> None:
+    redis_server.flush()
+    state.model_faults[A] = Fault(status=503)
+    settings = {**SETTINGS, "redis_url": redis_server.url, "limits_store_timeout_s": 0.5}
+    with serve_proxy_and_standin(state, **settings) as proxy:
+        assert chat(proxy).json()["model"] == B  # connected, and counted one failure
+        with redis_server.stopped():
+            started = time.monotonic()
+            response = chat(proxy)
+            elapsed = time.monotonic() - started
+        assert response.status_code == 200 and response.json()["model"] == B
+        assert elapsed < 0.5 + 1.5  # one bounded read, then the store rests
+        started = time.monotonic()
+        with redis_server.stopped():
+            assert chat(proxy).json()["model"] == B
+        assert time.monotonic() - started < 1.0  # resting: not asked at all
