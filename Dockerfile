@@ -1,8 +1,6 @@
 # promptgate as a container: Hugging Face Spaces (Docker SDK), `docker run`, any container host.
 # Settings come from the environment at run time (docker run --env-file, Space secrets);
 # no secret is ever copied into or set in the image. See the README's "Deploying" section.
-# UPSTREAM_TRANSPORT=aiohttp: a long-running server pays aiohttp's import once, then a third
-# of the CPU per upstream call (serverless functions keep httpx's pool for their cold starts).
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,8 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    PORT=7860 \
-    UPSTREAM_TRANSPORT=aiohttp
+    PORT=7860
 
 # Hugging Face Spaces run containers as uid 1000; the code stays owned by root, read-only to it.
 RUN useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin app

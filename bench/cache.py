@@ -1,6 +1,6 @@
 """The cache-hit scenario of `make bench` (issue 22): every call answered by the response cache.
 
-The cached proxies are the container's (aiohttp transport) with a policy that caches the
+The cached proxies are the proxy as deployed (its default transport) with a policy caching the
 benchmark key's answers (`cache_nondeterministic`, since the scenarios send no temperature):
 the first call of each scenario is a miss, every measured call a hit, so the upstream is
 never called. One keeps the cache in process (the LRU), one in Redis on loopback. Compared,

@@ -1,10 +1,11 @@
 """The performance issue's (#20) figures, in one table at the end of `make bench`.
 
-Each figure is taken from the run it is printed in: the container's proxy (aiohttp transport)
-against the reference forwarder over aiohttp, limits on against off, the serverless default
-transport (httpx) against the same reference, and the cold start from `bench.cold_start`
-(fresh processes, CPU time to import and answer a first chat, against a bare FastAPI + httpx
-forwarder). LiteLLM is not installed by the bench; its figure stays the README's published one.
+Each figure is taken from the run it is printed in: the proxy (its built-in transport, what
+serverless functions and containers run) against the reference forwarder over aiohttp, limits on
+against off, the default transport against the same reference, and the cold start from
+`bench.cold_start` (fresh processes, CPU time to import and answer a first chat, against a bare
+FastAPI + httpx forwarder). LiteLLM is not installed by the bench; its figure stays the README's
+published one.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The limits-on scenario of `make bench`: the proxy counting every call in Redis on loopback.
 
-The limited proxy is the container's (aiohttp transport) with a policy whose limits are never
-reached, so every call pays for admission (one Lua script) and, for chat, counting its tokens
-(a second one), and nothing is refused. Compared with the same proxy without limits, in one run.
+The limited proxy is the proxy as it runs (its built-in transport) with a policy whose limits
+are never reached, so every call pays for admission (one Lua script) and its ledger write, which
+settles its tokens (a second one, not waited for), and nothing is refused. Compared with the
+same proxy without limits, in one run.
 """
 
 from __future__ import annotations

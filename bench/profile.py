@@ -2,7 +2,7 @@
 
     python -m bench.profile [--limits] [--scenario chat] [--clients 16] [--seconds 10]
 
-It serves the container's proxy (aiohttp transport, uvloop + httptools) against the bench's
+It serves the proxy (its built-in transport, uvloop + httptools) against the bench's
 nginx (and, with `--limits`, Redis on loopback), records with py-spy (`pip install py-spy`;
 not a dependency of the suite), and prints the functions holding most samples, by own time
 and by time including callees, grouped by module. The collapsed stacks are kept in
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench import limits
-from bench.run import PROXY_CONTAINER, PROXY_LIMITS, SCENARIOS, _serve, _write_wrk_script, _wrk
+from bench.run import PROXY, PROXY_LIMITS, SCENARIOS, _serve, _write_wrk_script, _wrk
 from bench.upstream import NginxUpstream
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
-    target = PROXY_LIMITS if args.limits else PROXY_CONTAINER
+    target = PROXY_LIMITS if args.limits else PROXY
     with contextlib.ExitStack() as stack:
         if limits.needs_redis(target.env):
             url = stack.enter_context(limits.redis_on_loopback())

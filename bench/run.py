@@ -103,21 +103,30 @@ PROXY_AIOHTTP = Target(
     factory=True,
     env=_PROXY_ENV,
 )
-# The proxy as containers run it (the Dockerfile sets UPSTREAM_TRANSPORT=aiohttp).
-PROXY_CONTAINER = Target(
+# The proxy over aiohttp's pool (UPSTREAM_TRANSPORT=aiohttp), what containers ran until the
+# built-in transport served more for less.
+PROXY_AIOHTTP_POOL = Target(
     "proxy aiohttp",
-    "proxy",
+    "variant",
     "lib.app:create_app",
     factory=True,
     env={**_PROXY_ENV, "UPSTREAM_TRANSPORT": "aiohttp"},
 )
-# The container's proxy counting every call in Redis (bench/limits.py), against PROXY_CONTAINER.
+# The proxy over httpx's own pool (UPSTREAM_TRANSPORT=httpx), the serverless default until
+# the built-in transport (lib/upstream/http11.py) replaced it.
+PROXY_HTTPX = replace(
+    PROXY,
+    name="proxy httpx pool",
+    role="variant",
+    env={**_PROXY_ENV, "UPSTREAM_TRANSPORT": "httpx"},
+)
+# The proxy counting every call in Redis (bench/limits.py), against PROXY.
 PROXY_LIMITS = replace(
-    PROXY_CONTAINER,
-    name="proxy aiohttp + limits",
+    PROXY,
+    name="proxy + limits",
     role="variant",
     env={
-        **PROXY_CONTAINER.env,
+        **PROXY.env,
         "KEYS_TOML": limits.policy_for(BENCH_KEY),
         "REDIS_URL": limits.REDIS_URL_PLACEHOLDER,
     },
@@ -125,26 +134,27 @@ PROXY_LIMITS = replace(
 # Limits alone, without the usage ledger's write: what the ledger adds, against PROXY_LIMITS.
 PROXY_LIMITS_NO_LEDGER = replace(
     PROXY_LIMITS,
-    name="proxy aiohttp + limits, no ledger",
+    name="proxy + limits, no ledger",
     app="bench.proxy_variants:proxy_without_ledger",
 )
-# The container's proxy answering from the response cache (bench/cache.py): in process, and
-# in Redis on loopback; against PROXY_CONTAINER, uncached.
+# The proxy answering from the response cache (bench/cache.py): in process, and in Redis on
+# loopback; against PROXY, uncached.
 PROXY_CACHE = replace(
-    PROXY_CONTAINER,
-    name="proxy aiohttp + cache hits",
+    PROXY,
+    name="proxy + cache hits",
     role="variant",
-    env={**PROXY_CONTAINER.env, "KEYS_TOML": cache.policy_for(BENCH_KEY)},
+    env={**PROXY.env, "KEYS_TOML": cache.policy_for(BENCH_KEY)},
 )
 PROXY_CACHE_REDIS = replace(
     PROXY_CACHE,
-    name="proxy aiohttp + cache hits, Redis",
+    name="proxy + cache hits, Redis",
     env={**PROXY_CACHE.env, "REDIS_URL": limits.REDIS_URL_PLACEHOLDER},
 )
 SUITE = [
     DIRECT,
     PROXY,
-    PROXY_CONTAINER,
+    PROXY_HTTPX,
+    PROXY_AIOHTTP_POOL,
     PROXY_LIMITS,
     PROXY_LIMITS_NO_LEDGER,
     REFERENCE,
@@ -239,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         "--limits", action="store_true", help="only limits on against off (bench/limits.py)"
     )
     parser.add_argument(
+        "--transports",
+        action="store_true",
+        help="only the proxy over each upstream transport, against the references",
+    )
+    parser.add_argument(
         "--cache", action="store_true", help="only cache hits against uncached (bench/cache.py)"
     )
     parser.add_argument("--rounds", type=int, help="runs per figure (median taken)")
@@ -275,27 +290,24 @@ def main(argv: list[str] | None = None) -> int:
     elif args.limits:
         options.targets = [
             DIRECT,
-            PROXY_CONTAINER,
+            PROXY,
             PROXY_LIMITS,
             PROXY_LIMITS_NO_LEDGER,
             REFERENCE_AIOHTTP,
         ]
         options.concurrencies = (1, 16)
         options.cold_start_runs = 0
+    elif args.transports:
+        options.targets = [DIRECT, PROXY, PROXY_HTTPX, PROXY_AIOHTTP_POOL, REFERENCE_AIOHTTP]
+        options.cold_start_runs = 0
     elif args.cache:
-        options.targets = [
-            DIRECT,
-            PROXY_CONTAINER,
-            PROXY_CACHE,
-            PROXY_CACHE_REDIS,
-            REFERENCE_AIOHTTP,
-        ]
+        options.targets = [DIRECT, PROXY, PROXY_CACHE, PROXY_CACHE_REDIS, REFERENCE_AIOHTTP]
         options.concurrencies = (1, 16)
         options.cold_start_runs = 0
     options.rounds = args.rounds or options.rounds
     options.duration_s = args.duration or options.duration_s
     started, load_before = time.monotonic(), os.getloadavg()[0]
-    # A proposal is measured against the run's proxy as it is (the container's with --limits).
+    # A proposal is measured against the run's proxy as it is.
     base = next(target for target in options.targets if target.role == "proxy")
     with contextlib.ExitStack() as stack:
         for count in range(1, len(args.proposal) + 1):
@@ -619,7 +631,7 @@ def _report(
         )
     lines += ["", *_targets(options, load, first_byte, held)]
     sections = (
-        (limits.report, PROXY_LIMITS.name, PROXY_CONTAINER.name),
+        (limits.report, PROXY_LIMITS.name, PROXY.name),
         (limits.ledger_report, PROXY_LIMITS.name, PROXY_LIMITS_NO_LEDGER.name),
     )
     for section, on, off in sections:
@@ -636,8 +648,8 @@ def _report(
                 for scenario in SCENARIOS
             }
             lines += ["", *section(cells, on, off, options.concurrencies)]
-    if PROXY_CACHE.name in names and PROXY_CONTAINER.name in names:
-        compared = [DIRECT.name, PROXY_CONTAINER.name, PROXY_CACHE.name]
+    if PROXY_CACHE.name in names and PROXY.name in names:
+        compared = [DIRECT.name, PROXY.name, PROXY_CACHE.name]
         redis = PROXY_CACHE_REDIS.name if PROXY_CACHE_REDIS.name in names else None
         cells = {
             scenario.name: {
@@ -655,7 +667,7 @@ def _report(
             *cache.report(
                 cells,
                 direct=DIRECT.name,
-                uncached=PROXY_CONTAINER.name,
+                uncached=PROXY.name,
                 memory=PROXY_CACHE.name,
                 redis=redis,
                 concurrencies=options.concurrencies,
@@ -665,9 +677,9 @@ def _report(
 
 
 def _goals(options: Options, load: Load, cold_ratio: float | None) -> str:
-    """Issue 20's table, when the run measured the container's proxy and the reference."""
+    """Issue 20's table, when the run measured the proxy and the reference."""
     names = {t.name for t in options.targets}
-    if not {PROXY_CONTAINER.name, REFERENCE_AIOHTTP.name} <= names:
+    if not {PROXY.name, REFERENCE_AIOHTTP.name} <= names:
         return ""
     middle = options.concurrencies[1]  # 16 but in a --tiny run
 
@@ -677,7 +689,7 @@ def _goals(options: Options, load: Load, cold_ratio: float | None) -> str:
     def added(name: str) -> float:
         return _added(load, ("chat", 1, name), "p50_ms")
 
-    off, reference = PROXY_CONTAINER.name, REFERENCE_AIOHTTP.name
+    off, reference = PROXY.name, REFERENCE_AIOHTTP.name
     limited = PROXY_LIMITS.name in names
     rows = goals.figures(
         added_vs_reference=added(off) / added(reference),
@@ -685,9 +697,7 @@ def _goals(options: Options, load: Load, cold_ratio: float | None) -> str:
         limits_added_ms=added(PROXY_LIMITS.name) - added(off) if limited else None,
         limits_rps_ratio=rps(PROXY_LIMITS.name) / rps(off) if limited else None,
         cold_start_ratio=cold_ratio,
-        default_transport_rps_vs_reference=rps(PROXY.name) / rps(reference)
-        if PROXY.name in names
-        else None,
+        default_transport_rps_vs_reference=rps(PROXY.name) / rps(reference),
     )
     return "\n" + "\n".join(goals.report(rows)) + "\n"
 

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lib import __version__
+from lib import __version__, inference
 from lib.access import RATE_LIMIT_HEADERS, AccessControl
 from lib.errors import ProxyError
 from lib.http import (
@@ -62,6 +62,10 @@ def create_app(
     settings = settings or load_settings()
     logger = configure_logging(settings.log_level)
     upstream = UpstreamClient(settings, transport=transport)
+    fallback_settings = settings.fallback_upstream_settings()
+    fallback_upstream = (
+        None if fallback_settings is None else UpstreamClient(fallback_settings, transport)
+    )
     access = AccessControl(settings, clock=clock, logger=logger)
     on_end = usage_recorder(access.ledger)
     tracer = None
@@ -75,6 +79,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await upstream.aclose()
+        if fallback_upstream is not None:
+            await fallback_upstream.aclose()
         await access.aclose()
         if tracer is not None:
             await tracer.aclose()
@@ -92,6 +98,7 @@ def create_app(
         settings=settings,
         upstream=upstream,
         access=access,
+        fallback_upstream=fallback_upstream,
     )
     include_routes(app)
     if settings.cors_origins:
@@ -102,7 +109,12 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", *RATE_LIMIT_HEADERS],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                *RATE_LIMIT_HEADERS,
+                inference.FALLBACK_HEADER,
+            ],
         )
     app.add_middleware(
         BodyLimitMiddleware,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     # What HF_BASE_URL speaks: Hugging Face's router (chat, feature extraction, task routes),
     # or any OpenAI-compatible server (chat and /v1/embeddings only; HF_TOKEN optional).
     upstream_api: Literal["hf-router", "openai"] = "hf-router"
+    # A second OpenAI-compatible upstream that fallbacks may name (UPSTREAM_API=openai only),
+    # with its own token: a team's own server and the router can stand in for each other.
+    upstream_fallback_url: str | None = None
+    upstream_fallback_token: SecretStr | None = None
     default_model: str = DEFAULT_CHAT_MODEL
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     allowed_models: CommaList = Field(default_factory=list)
@@ -66,7 +71,7 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(default=30.0, gt=0, le=900)
     upstream_max_attempts: int = Field(default=3, ge=1, le=10)
     # httpx's own pool for serverless cold starts; the container image picks aiohttp.
-    upstream_transport: Literal["httpx", "aiohttp"] = "httpx"
+    upstream_transport: Literal["builtin", "httpx", "aiohttp"] = "builtin"
     # Vercel refuses request bodies over 4.5 MB itself; Lambda (6 MB) and containers allow more.
     # Texts per upstream feature-extraction call; larger requests are split into batches.
     # 32 is what text-embeddings-inference, behind Hugging Face's embedding models, accepts
@@ -87,6 +92,8 @@ class Settings(BaseSettings):
     # The shared limit store; KV_URL is the name Vercel's Upstash integration sets.
     redis_url: SecretStr | None = None
     kv_url: SecretStr | None = None
+    # A Redis Cluster behind REDIS_URL (one of its nodes): commands go to their slot's node.
+    redis_cluster: bool = False
     limits_on_store_error: Literal["local", "closed"] = "local"
     limits_store_timeout_s: float = Field(default=0.25, gt=0, le=5)
     # Every key promptgate writes in Redis starts with it, so deployments can share one Redis.
@@ -116,9 +123,18 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    # Model fallbacks (lib/access/fallbacks.py): JSON {"org/a": ["org/b", ...]}, or the
+    # policy file's [fallbacks]; a model that failed this many times in a row is skipped
+    # for the cooldown; a model with a fallback after it has this long to start answering.
+    fallbacks: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    fallback_breaker_failures: int = Field(default=3, ge=1, le=1000)
+    fallback_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    fallback_timeout_s: float = Field(default=20.0, gt=0, le=900)
 
     @field_validator(
         "hf_token",
+        "upstream_fallback_url",
+        "upstream_fallback_token",
         "redis_url",
         "kv_url",
         "keys_file",
@@ -148,12 +164,47 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _decode_fallbacks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                return json.loads(value)
+            except ValueError:
+                # Never the text: a JSON error's position is enough to find the mistake.
+                raise ValueError(
+                    'must be a JSON object such as {"org/model-a": ["org/model-b"]}'
+                ) from None
+        return value
+
     @field_validator("hf_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
             raise ValueError("must be an http(s) URL without query or fragment")
         return value.rstrip("/")
+
+    @field_validator("upstream_fallback_url")
+    @classmethod
+    def _check_fallback_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("upstream_api") != "openai":
+            raise ValueError("is only used with UPSTREAM_API=openai")
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("upstream_fallback_token")
+    @classmethod
+    def _fallback_token_needs_url(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is not None and info.data.get("upstream_fallback_url") is None:
+            raise ValueError("is only used with UPSTREAM_FALLBACK_URL set")
+        return value
 
     @field_validator("default_model", "embedding_model")
     @classmethod
@@ -251,6 +302,16 @@ class Settings(BaseSettings):
             raise ValueError("is only used with OIDC_ISSUER set")
         return value
 
+    @field_validator("redis_cluster")
+    @classmethod
+    def _check_redis_cluster(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url") or info.data.get("kv_url")
+        if value and url is None:
+            raise ValueError("is only used with REDIS_URL (or KV_URL) set")
+        if value and urlsplit(url.get_secret_value()).path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has database 0 only: drop the /N from its URL")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
@@ -288,6 +349,20 @@ class Settings(BaseSettings):
     def limits_store_url(self) -> SecretStr | None:
         """The shared limit store's URL: `REDIS_URL`, else `KV_URL`; None for the in-process one."""
         return self.redis_url or self.kv_url
+
+    def fallback_upstream_settings(self) -> Settings | None:
+        """The second upstream's settings (`UPSTREAM_FALLBACK_URL` and its own token in place of
+        `HF_BASE_URL` and `HF_TOKEN`), or None when there is none."""
+        if self.upstream_fallback_url is None:
+            return None
+        return self.model_copy(
+            update={
+                "hf_base_url": self.upstream_fallback_url,
+                "hf_token": self.upstream_fallback_token,
+                "upstream_fallback_url": None,
+                "upstream_fallback_token": None,
+            }
+        )
 
     @property
     def allowlist_defaulted(self) -> bool:

@@ -84,7 +84,9 @@ class Tracer:
             "promptgate.stream": bool(state.get("stream", False)),
         }
         optional = {
-            "gen_ai.request.model": model,
+            "gen_ai.request.model": getattr(call, "requested_model", None) or model,
+            # The model that answered instead of the one asked for (lib/inference/fallbacks.py).
+            "promptgate.fallback": model if getattr(call, "requested_model", None) else None,
             "gen_ai.response.model": getattr(call, "response_model", None) or model,
             "gen_ai.usage.input_tokens": access.prompt_tokens,
             "gen_ai.usage.output_tokens": access.completion_tokens,

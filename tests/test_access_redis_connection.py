@@ -5,7 +5,6 @@ or goes quiet), and the store's settlements that are sent without waiting."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import ssl
@@ -23,6 +22,7 @@ from lib.access.redis_connection import (
 from lib.access.redis_store import RedisStore
 from lib.access.stores import Account, Verdict, Windows
 from lib.errors import LimitStoreError
+from tests.certificates import self_signed
 from tests.redis_server import RedisServer, run_redis_server
 
 PASSWORD = "pg_test_canary_redis_conn_password"
@@ -243,43 +243,10 @@ def test_a_frozen_server_costs_a_call_its_bound_and_the_next_call_reconnects(
     assert verdict is Verdict.ADMITTED
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "redis.crt", directory / "redis.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def test_rediss_verifies_the_certificate_and_speaks_over_tls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path)
     with run_redis_server(password=PASSWORD, tls=(str(cert_file), str(key_file))) as server:
         url = f"rediss://:{PASSWORD}@localhost:{server.tls_port}"
 

@@ -51,7 +51,7 @@ def test_tiny_run_prints_and_writes_a_table_of_figures(tmp_path: Path) -> None:
     assert float(first_byte_ms) > 0 and float(peak_rss_mib) > 10
     assert re.search(r"^\| proxy \| chat stream \| .* (met|MISSED) \|$", written, re.MULTILINE)
     # The limits-on scenario: the same proxy counting in Redis, against it without limits.
-    assert "Limits on (`proxy aiohttp + limits`" in written
+    assert "Limits on (`proxy + limits`" in written
     row = rf"^\| chat \| {n} \| {n} \| [+-]{n} (met|MISSED) \| {n} \| {n} \| {n} (met|MISSED) \|$"
     assert re.search(row, written, re.MULTILINE), written
     # Issue 20's table: every figure from this run, the cold start not measured in a tiny one.

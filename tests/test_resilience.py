@@ -51,7 +51,7 @@ class Rig:
         return response, len(self.standin.received) - before, time.monotonic() - started
 
 
-@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="module", params=["builtin", "aiohttp", "httpx"])
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     """The rig, once per upstream transport: each bad day must look the same through both."""
     state = StandinState(token=CANARY_TOKEN)
@@ -226,7 +226,7 @@ def test_broken_sse_lines_end_the_stream_with_error_event(rig: Rig) -> None:
     assert "[DONE]" not in events
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["builtin", "aiohttp", "httpx"])
 def test_unreachable_upstream_is_retried_then_502(transport: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

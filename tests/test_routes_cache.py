@@ -81,6 +81,7 @@ def standin() -> Iterator[tuple[StandinState, str]]:
 def state(standin: tuple[StandinState, str]) -> StandinState:
     standin[0].received.clear()
     standin[0].faults.clear()
+    standin[0].model_faults.clear()
     return standin[0]
 
 
@@ -532,3 +533,74 @@ def test_a_tool_call_replays_as_a_stream_the_openai_client_gathers(
     )
     assert final.choices[0].finish_reason == "tool_calls"
     assert calls(state) == 1
+
+
+MODEL_A, MODEL_B = "org/model-a", "org/model-b"
+EMBED_1, EMBED_2 = "org/embed-1", "org/embed-2"
+FALLBACK_POLICY = f"""
+[defaults]
+cache_ttl_s = 600
+
+[keys.app]
+sha256 = "{sha256_hex(CANARY_KEY)}"
+
+[fallbacks]
+"{MODEL_A}" = ["{MODEL_B}"]
+"{EMBED_1}" = ["{EMBED_2}"]
+"""
+
+
+@pytest.fixture
+def with_fallbacks(
+    standin: tuple[StandinState, str], state: StandinState, store_url: str | None
+) -> Iterator[TestClient]:
+    app = cache_app(
+        standin[1],
+        store_url,
+        keys_toml=FALLBACK_POLICY,
+        allowed_models=f"{MODEL_A},{MODEL_B},{EMBED_1},{EMBED_2}",
+        fallback_timeout_s=1.0,
+        fallback_breaker_failures=100,
+    )
+    with TestClient(audited(app)) as test_client:
+        yield test_client
+
+
+def test_a_fallback_s_answer_is_not_kept_and_a_hit_never_falls_back(
+    with_fallbacks: TestClient, state: StandinState
+) -> None:
+    ask = {**ASK, "model": MODEL_A}
+    state.model_faults[MODEL_A] = Fault(status=503)
+    fell = with_fallbacks.post(CHAT, json=ask, headers=AUTH)
+    assert fell.status_code == 200 and fell.headers["x-promptgate-fallback"] == MODEL_B
+    assert fell.headers[HEADER] == "miss"
+    state.model_faults.clear()
+    again = with_fallbacks.post(CHAT, json=ask, headers=AUTH)
+    assert again.headers[HEADER] == "miss" and "x-promptgate-fallback" not in again.headers
+    assert again.json()["model"] == MODEL_A
+    state.model_faults[MODEL_A] = Fault(status=503)  # down again: the hit calls no model
+    hit = with_fallbacks.post(CHAT, json={**ask, "stream": True}, headers=AUTH)
+    assert hit.headers[HEADER] == "hit" and "x-promptgate-fallback" not in hit.headers
+    sent = [seen["json"]["model"] for seen in state.received if seen["path"] == CHAT]
+    assert sent == [MODEL_A, MODEL_B, MODEL_A]
+
+
+def test_with_fallbacks_a_half_cached_embeddings_batch_goes_upstream_whole(
+    with_fallbacks: TestClient, state: StandinState
+) -> None:
+    first = with_fallbacks.post(EMBED, json={"model": EMBED_1, "input": ["a"]}, headers=AUTH)
+    assert first.headers[HEADER] == "miss"
+    state.received.clear()
+    state.model_faults[EMBED_1] = Fault(status=429)
+    mixed = with_fallbacks.post(EMBED, json={"model": EMBED_1, "input": ["a", "b"]}, headers=AUTH)
+    assert mixed.status_code == 200 and mixed.headers["x-promptgate-fallback"] == EMBED_2
+    assert mixed.json()["model"] == EMBED_2
+    sent = [seen["json"]["inputs"] for seen in state.received if EMBED_2 in seen["path"]]
+    assert sent == [["a", "b"]]  # both from the fallback, none of the cached vector mixed in
+    state.model_faults.clear()
+    assert (
+        with_fallbacks.post(EMBED, json={"model": EMBED_1, "input": ["b"]}, headers=AUTH).headers[
+            HEADER
+        ]
+        == "miss"
+    )  # the fallback's vectors were not kept

@@ -117,3 +117,28 @@ def test_env_example_names_every_setting_and_loads_as_is(
         settings.default_model,
         settings.embedding_model,
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (None, "only used with REDIS_URL"),
+        ("redis://:pg_test_canary_pw@10.0.0.1:6379/3", "database 0 only"),
+    ],
+)
+def test_redis_cluster_needs_a_store_url_with_database_zero(
+    monkeypatch: pytest.MonkeyPatch, url: str | None, reason: str
+) -> None:
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+    if url is not None:
+        monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("invalid setting REDIS_CLUSTER:")
+    assert reason in str(caught.value) and "pg_test_canary_pw" not in str(caught.value)
+
+
+def test_redis_cluster_takes_a_kv_url_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+    monkeypatch.setenv("KV_URL", "rediss://default:pg_test_canary_pw@cluster.example:6379")
+    assert load_settings().redis_cluster is True

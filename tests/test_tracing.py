@@ -4,6 +4,7 @@ what an unreachable or frozen collector costs a request (nothing beyond the expo
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -88,6 +89,30 @@ def test_a_chat_request_becomes_one_genai_span(
     exported = b"".join(received.bodies)
     for secret in (CANARY_KEY, CANARY_TOKEN, minted, PROMPT, TOKEN_SECRET):
         assert secret.encode() not in exported
+
+
+def test_a_fallback_s_span_names_the_model_asked_for_and_the_one_that_answered(
+    upstream: respx.Router, receiver: tuple[Receiver, str]
+) -> None:
+    received, url = receiver
+    asked, answered = "org/model-a", "org/model-b"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        model = json.loads(request.content)["model"]
+        if model == asked:
+            return httpx.Response(503, json={"error": "Model is currently loading"})
+        return httpx.Response(200, json=chat_completion(model=model))
+
+    upstream.post(CHAT).mock(side_effect=answer)
+    settings = {"allowed_models": f"{asked},{answered}", "fallbacks": {asked: [answered]}}
+    with traced_client(upstream, url, **settings) as client:
+        response = client.post(CHAT, json={**HELLO, "model": asked}, headers=AUTH)
+        assert response.headers["x-promptgate-fallback"] == answered
+    attributes = received.spans[0].attributes
+    assert attributes["gen_ai.request.model"] == asked
+    assert attributes["gen_ai.response.model"] == answered
+    assert attributes["promptgate.fallback"] == answered
+    assert attributes["promptgate.upstream_attempts"] == 2
 
 
 def test_content_is_captured_only_when_asked(

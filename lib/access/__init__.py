@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lib.access.bearer import bearer_value, looks_like_jwt
+from lib.access.breaker import Breaker, BreakerReading
 from lib.access.cache_rules import CacheRule, cache_rule
 from lib.access.caller import Caller
+from lib.access.fallbacks import Hop
 from lib.access.keys import KeyRing, new_key
 from lib.access.limits import AccessRecord, Limiter, Remaining, nearest_limit
 from lib.access.policy import (
@@ -59,12 +61,15 @@ __all__ = [
     "AccessControl",
     "AccessRecord",
     "AdminKey",
+    "Breaker",
+    "BreakerReading",
     "Bucket",
     "CacheRule",
     "CachedAnswer",
     "Caller",
     "Group",
     "GroupBy",
+    "Hop",
     "Ledger",
     "NamedKey",
     "Policy",
@@ -123,7 +128,10 @@ class AccessControl:
             from lib.access.redis_store import RedisStore
 
             store = RedisStore(
-                url.get_secret_value(), timeout_s=settings.limits_store_timeout_s, logger=logger
+                url.get_secret_value(),
+                timeout_s=settings.limits_store_timeout_s,
+                logger=logger,
+                cluster=settings.redis_cluster,
             )
         self.admins = policies.admins
         self._cache_ttl_s = settings.cache_ttl_s
@@ -138,6 +146,16 @@ class AccessControl:
                 clock=clock,
                 logger=logger,
             )
+        # Each model's fallbacks, found by the id as the Hub compares it (case-insensitively).
+        self._fallbacks = {model.casefold(): chain for model, chain in policies.fallbacks.items()}
+        self.breaker = Breaker(
+            store,
+            failures=settings.fallback_breaker_failures,
+            cooldown_s=settings.fallback_breaker_cooldown_s,
+            key_prefix=settings.redis_key_prefix,
+            clock=clock,
+            logger=logger,
+        )
         # Every key the ledger may hold usage of, as far as the configuration knows them.
         self.ledger_keys = [key.name for key in policies.keys]
         if settings.allow_anonymous:
@@ -185,6 +203,11 @@ class AccessControl:
         if self.cache is None:
             return None
         return cache_rule(key, user, default_ttl_s=self._cache_ttl_s, prefix=self._prefix)
+
+    def model_chain(self, model: str, caller: Caller) -> tuple[Hop, ...]:
+        """`model`, then its fallbacks (`[fallbacks]`) that the caller's key and token may use."""
+        fallbacks = self._fallbacks.get(model.casefold(), ())
+        return (Hop(model), *(hop for hop in fallbacks if caller.may_use(hop.model)))
 
     def identify_admin(self, authorization: str | None) -> AdminKey:
         """The admin key the raw `Authorization` header holds, or raise: `AuthenticationError`

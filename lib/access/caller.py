@@ -72,6 +72,14 @@ class Caller:
                     param="model",
                 )
 
+    def may_use(self, model: str) -> bool:
+        """True when neither the key's `models` nor the token's leaves `model` out (a
+        fallback the caller may not use is not tried)."""
+        return all(
+            models is None or is_model_allowed(model, models)
+            for models in (self.policy.models, self._user_models)
+        )
+
     @property
     def _user_models(self) -> tuple[str, ...] | None:
         return self.user.policy.models if self.user is not None else None

@@ -12,12 +12,15 @@ The file holds no secret, only each key's SHA-256, so it may be committed:
     rpm = 10
     [admins.ops]            # may read the usage ledger (GET /api/usage), nothing else
     sha256 = "<64 hex digits>"
+    [fallbacks]             # where a failing model's requests go (lib/access/fallbacks.py)
+    "org/model-a" = ["org/model-b"]
 
 A mistake stops start-up with one line naming the file and the entry, never a key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -25,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from lib.access.fallbacks import Hop, load_fallbacks
 from lib.model_ids import is_model_allowed, is_valid_model_id
 from lib.settings import Settings, SettingsError
 
@@ -102,12 +106,14 @@ class AdminKey:
 class Policies:
     """Everything the policy file says: the keys, `[defaults]`, `[users]` (the policy of
     each user an identity provider signs in; `[defaults]` fills what it leaves out), and the
-    admin keys (`[admins]` and `ADMIN_API_KEYS`)."""
+    admin keys (`[admins]` and `ADMIN_API_KEYS`), and each model's fallbacks (`[fallbacks]`
+    or `FALLBACKS`)."""
 
     keys: list[NamedKey]
     defaults: Policy
     users: Policy
     admins: tuple[AdminKey, ...] = ()
+    fallbacks: dict[str, tuple[Hop, ...]] = dataclasses.field(default_factory=dict)
 
 
 def load_keys(settings: Settings) -> tuple[list[NamedKey], Policy]:
@@ -125,7 +131,7 @@ def load_policies(settings: Settings) -> Policies:
     defaults = users = Policy()
     named: list[NamedKey] = []
     if document is not None:
-        unknown = set(document) - {"defaults", "keys", "users", "admins"}
+        unknown = set(document) - {"defaults", "keys", "users", "admins", "fallbacks"}
         if unknown:
             raise SettingsError(f"{source}: unknown table [{sorted(unknown)[0]}]")
         defaults = _policy(source, "[defaults]", document.get("defaults", {}), Policy(), settings)
@@ -148,7 +154,10 @@ def load_policies(settings: Settings) -> Policies:
         digest = _digest_of_entry(entry.get_secret_value())
         if all(admin.digest != digest for admin in admins):
             admins.append(AdminKey("admin-" + digest.hex()[:8], digest))
-    return Policies(keys=named, defaults=defaults, users=users, admins=tuple(admins))
+    fallbacks = load_fallbacks(settings, source, document.get("fallbacks") if document else None)
+    return Policies(
+        keys=named, defaults=defaults, users=users, admins=tuple(admins), fallbacks=fallbacks
+    )
 
 
 def _admins(source: str, table: Any) -> list[AdminKey]:

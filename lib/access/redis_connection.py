@@ -147,6 +147,15 @@ class _RespProtocol(asyncio.Protocol):
                 waiter.set_exception(error)
 
 
+async def gather_replies(futures: list[asyncio.Future[Any]]) -> list[Any]:
+    """The replies of `futures`, in order; raises the first failure once every reply is in."""
+    replies = await asyncio.gather(*futures, return_exceptions=True)
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
+
+
 class RedisConnection:
     """A `redis://` or `rediss://` URL's server (user, password and database from the URL;
     `rediss://` verifies the server's certificate against the system's CAs), reached over
@@ -155,15 +164,21 @@ class RedisConnection:
     `scripts` in one round trip.
 
     Calls are unbounded here: the caller bounds them, and calls `reset` after a timeout.
+    `address` names another server than the URL's, with the URL's credentials (a node of a
+    Redis Cluster, `lib.access.redis_cluster`).
     """
 
     def __init__(
-        self, url: str, *, scripts: tuple[str, ...] = (), idle_check_s: float = IDLE_CHECK_S
+        self,
+        url: str,
+        *,
+        scripts: tuple[str, ...] = (),
+        idle_check_s: float = IDLE_CHECK_S,
+        address: tuple[str, int] | None = None,
     ) -> None:
         parts = urlsplit(url)
         self._idle_check_s = idle_check_s
-        self._host = parts.hostname or "localhost"
-        self._port = parts.port or 6379
+        self._host, self._port = address or (parts.hostname or "localhost", parts.port or 6379)
         self._tls = parts.scheme == "rediss"
         self._handshake: list[tuple[str | int | bytes, ...]] = []
         if parts.password is not None:
@@ -193,20 +208,20 @@ class RedisConnection:
         protocol = await self._ready()
         return protocol.send(encode_command(*args), 1)[0]
 
-    async def execute_many(self, commands: list[tuple[str | int | bytes, ...]]) -> list[Any]:
-        """Send `commands` in one write and return their replies, in order; raises the
-        first failure (an error reply, a lost connection) once every reply is in."""
+    async def send_many(
+        self, commands: list[tuple[str | int | bytes, ...]]
+    ) -> list[asyncio.Future[Any]]:
+        """Hand `commands` to the connection in one write; the futures of their replies."""
         if not commands:
             return []
         protocol = await self._ready()
         payload = b"".join(encode_command(*command) for command in commands)
-        replies = await asyncio.gather(
-            *protocol.send(payload, len(commands)), return_exceptions=True
-        )
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        return replies
+        return protocol.send(payload, len(commands))
+
+    async def execute_many(self, commands: list[tuple[str | int | bytes, ...]]) -> list[Any]:
+        """Send `commands` in one write and return their replies, in order; raises the
+        first failure (an error reply, a lost connection) once every reply is in."""
+        return await gather_replies(await self.send_many(commands))
 
     def reset(self) -> None:
         """Drop the connection (after a timeout, its state is unknown); the next call opens

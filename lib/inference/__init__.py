@@ -12,6 +12,7 @@ from typing import Any
 
 from lib.inference.chat import (
     CHAT_PATH,
+    EventsWrap,
     build_chat_payload,
     build_generate_payload,
     forward_chat,
@@ -26,6 +27,7 @@ from lib.inference.embeddings import (
     relay_openai_embeddings,
     sentence_vectors,
 )
+from lib.inference.fallbacks import FALLBACK_HEADER, with_fallbacks
 from lib.inference.models import resolve_embedding_model, resolve_model, resolve_task_model
 from lib.inference.responses import (
     RESPONSES_PATH,
@@ -64,7 +66,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CHAT_PATH",
     "EMBEDDING_CONCURRENCY",
+    "FALLBACK_HEADER",
     "RESPONSES_PATH",
+    "EventsWrap",
     "ResponseUsage",
     "build_chat_payload",
     "build_generate_payload",
@@ -93,4 +97,5 @@ __all__ = [
     "stream_generated_text",
     "stream_response",
     "task_path",
+    "with_fallbacks",
 ]

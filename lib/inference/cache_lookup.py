@@ -25,6 +25,7 @@ class CacheLookup:
 
     cache: ResponseCache
     caller: Caller
+    model: str
     key: str | None
     read: bool
     write: bool
@@ -45,10 +46,14 @@ class CacheLookup:
             headers["age"] = str(age_s)
         self.caller.record.cache = verdict
 
-    async def keep(self, body: Any) -> None:
-        """Keep `body` as the answer (when the write is allowed; None keeps nothing)."""
+    async def keep(self, body: Any, answered_by: str) -> None:
+        """Keep `body` as the answer of the model asked (when the write is allowed; None, or
+        an answer of another model, keeps nothing: a fallback's answer is not the asked
+        model's, and the asked model may answer the next request again)."""
         rule = self.caller.cache
         if body is None or self.key is None or not self.write or rule is None:
+            return
+        if answered_by != self.model:
             return
         await self.cache.put(self.key, body, rule.ttl_s)
 
@@ -63,9 +68,9 @@ def look_up(
     """The request's lookup, marked `miss` or `bypass` until a hit says otherwise."""
     rule = caller.cache
     directives = cache_directives(cache_control)
-    key = None
+    key, model = None, payload.get("model", "")
     if rule is not None and (rule.nondeterministic or is_deterministic(payload)):
-        key = cache_key(rule.namespace, route, payload.get("model", ""), payload)
-    lookup = CacheLookup(cache, caller, key, directives.read, directives.write)
+        key = cache_key(rule.namespace, route, model, payload)
+    lookup = CacheLookup(cache, caller, model, key, directives.read, directives.write)
     lookup.mark("miss" if key is not None and directives.read else "bypass")
     return lookup

@@ -1,11 +1,17 @@
 """Chat and `/api/generate` through the response cache: a hit answered from the kept
 completion (streamed or not, whichever the caller asks), a miss from the upstream and kept
-when it ended normally (a stream only once it reached `[DONE]`)."""
+when it ended normally (a stream only once it reached `[DONE]`) and the model asked answered
+it (not a fallback).
+
+The route hands in how the upstream is called (`forward` for an answer in one piece,
+`stream` for a relayed stream, its events passed through the `EventsWrap` given), so that
+its fallbacks and upstream choice stay the route's.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -20,40 +26,38 @@ from lib.inference.cache_replay import (
     replay_generate_stream,
     saved_tokens,
 )
-from lib.inference.chat import (
-    CHAT_PATH,
-    GENERATE_PATH,
-    forward_chat,
-    generate_answer,
-    stream_chat,
-    stream_generated_text,
-)
+from lib.inference.chat import CHAT_PATH, GENERATE_PATH, EventsWrap, generate_answer
 from lib.schemas import GenerateResponse
-from lib.upstream import STREAM_HEADERS, UpstreamCall, UpstreamClient
+from lib.upstream import STREAM_HEADERS, EventStreamResponse, UpstreamCall, UpstreamReply
 
 if TYPE_CHECKING:
     from lib.access import Caller, ResponseCache
 
+Forward = Callable[[], Awaitable[UpstreamReply]]
+Stream = Callable[[EventsWrap], Awaitable[EventStreamResponse]]
+
 
 async def cached_chat(
-    upstream: UpstreamClient,
     payload: dict[str, Any],
     call: UpstreamCall,
     caller: Caller,
     cache: ResponseCache,
     cache_control: str | None,
+    *,
+    forward: Forward,
+    stream: Stream,
 ) -> Response:
     """Serve a chat completion (streamed when `payload` asks) from the cache or the upstream."""
     lookup = look_up(cache, caller, CHAT_PATH, payload, cache_control)
-    stream = payload.get("stream") is True
+    streamed = payload.get("stream") is True
     show_usage = (payload.get("stream_options") or {}).get("include_usage") is True
     hit = await _hit(lookup)
     if hit is not None:
-        if stream:
+        if streamed:
             body = replay_chat_stream(hit, show_usage=show_usage)
             return Response(body, media_type="text/event-stream", headers=STREAM_HEADERS)
         return Response(_json(hit), media_type="application/json")
-    if stream:
+    if streamed:
         gatherer = ChatStreamGatherer()
 
         async def keep(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -61,31 +65,34 @@ async def cached_chat(
                 async for piece in events:
                     gatherer.feed(piece)
                     yield piece
-            await lookup.keep(_checked(gatherer.completion(_usage_of(caller))))
+            completion = gatherer.completion(_usage_of(caller))
+            await lookup.keep(_checked(completion), call.model)
 
-        return await stream_chat(upstream, payload, call, caller, wrap=keep)
-    reply = await forward_chat(upstream, payload, call, caller)
-    await lookup.keep(_checked(reply.data))
+        return await stream(keep)
+    reply = await forward()
+    await lookup.keep(_checked(reply.data), call.model)
     return Response(reply.content, media_type="application/json")
 
 
 async def cached_generate(
-    upstream: UpstreamClient,
     payload: dict[str, Any],
     call: UpstreamCall,
     caller: Caller,
     cache: ResponseCache,
     cache_control: str | None,
+    *,
+    forward: Forward,
+    stream: Stream,
 ) -> Response | GenerateResponse:
-    """Serve `/api/generate` (streamed when `payload` asks) from the cache or the upstream."""
+    """Serve `/api/generate` (streamed when `payload` asks) from the cache or the upstream;
+    `forward` is the chat completion that serves it."""
     lookup = look_up(cache, caller, GENERATE_PATH, payload, cache_control)
-    model = payload["model"]
     hit = await _hit(lookup)
     if hit is not None:
         if payload.get("stream") is True:
-            body = replay_generate_stream(hit, model)
+            body = replay_generate_stream(hit, payload["model"])
             return Response(body, media_type="text/event-stream", headers=STREAM_HEADERS)
-        return generate_answer(hit, model)
+        return generate_answer(hit, payload["model"])
     if payload.get("stream") is True:
         gatherer = GenerateStreamGatherer()
 
@@ -94,12 +101,12 @@ async def cached_generate(
                 async for piece in events:
                     gatherer.feed(piece)
                     yield piece
-            await lookup.keep(_checked(gatherer.completion()))
+            await lookup.keep(_checked(gatherer.completion()), call.model)
 
-        return await stream_generated_text(upstream, payload, call, caller, wrap=keep)
-    reply = await forward_chat(upstream, payload, call, caller)
-    await lookup.keep(_checked(reply.data))
-    return generate_answer(reply.data, model)
+        return await stream(keep)
+    reply = await forward()
+    await lookup.keep(_checked(reply.data), call.model)
+    return generate_answer(reply.data, call.model)
 
 
 async def _hit(lookup: CacheLookup) -> dict[str, Any] | None:

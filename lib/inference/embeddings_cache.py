@@ -1,5 +1,10 @@
 """Embeddings through the response cache, one entry per input text: a batch that is half
-cached sends only the other half upstream, and is charged only for it."""
+cached sends only the other half upstream, and is charged only for it.
+
+An answer never mixes two models' vectors: where the model has fallbacks (`alone` false), a
+batch not wholly cached goes upstream whole, and vectors are kept only when the model asked
+answered them.
+"""
 
 from __future__ import annotations
 
@@ -11,39 +16,38 @@ from lib.inference.cache_keys import DROPPED_FIELDS, cache_directives, cache_key
 from lib.inference.cache_lookup import CACHE_HEADER
 from lib.inference.embeddings import answer_embeddings, word_count
 from lib.schemas import EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
-from lib.upstream import UpstreamCall, UpstreamClient
+from lib.upstream import UpstreamCall
 
 if TYPE_CHECKING:
     from lib.access import CachedAnswer, Caller, ResponseCache
 
 EMBEDDINGS_PATH = "/v1/embeddings"
-Embed = Callable[
-    [UpstreamClient, EmbeddingRequest, UpstreamCall, int], Awaitable[EmbeddingResponse]
-]
+# The route's embedding of some texts: the answer, and whether its usage is the upstream's
+# token count (an OpenAI-compatible server) rather than a word count.
+Embed = Callable[[EmbeddingRequest], Awaitable[tuple[EmbeddingResponse, bool]]]
 # Fields of the request that do not change a vector: how it is encoded, and which texts.
 _NOT_IN_KEY = DROPPED_FIELDS | {"input", "encoding_format", "model"}
 
 
 async def cached_embeddings(
-    embed: Embed,
-    upstream: UpstreamClient,
     body: EmbeddingRequest,
     call: UpstreamCall,
-    batch_size: int,
     caller: Caller,
     cache: ResponseCache,
     cache_control: str | None,
+    embed: Embed,
     *,
-    reports_tokens: bool,
+    alone: bool,
 ) -> EmbeddingResponse:
-    """Embed `body`'s texts, the cached ones from the cache and the rest with `embed`
-    (`reports_tokens`: the upstream's usage counts, else estimated), and charge the caller."""
+    """Embed `body`'s texts, the cached ones from the cache and the rest with `embed`, and
+    charge the caller; `alone` is false when the model has fallbacks."""
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     rule, directives = caller.cache, cache_directives(cache_control)
     assert rule is not None  # only callers whose answers are cached come here
+    model = call.model
     options = body.model_dump(exclude_unset=True, exclude=_NOT_IN_KEY)
     keys = [
-        cache_key(rule.namespace, EMBEDDINGS_PATH, call.model, {**options, "input": text})
+        cache_key(rule.namespace, EMBEDDINGS_PATH, model, {**options, "input": text})
         for text in texts
     ]
     found = await cache.get_many(keys) if directives.read else [None] * len(keys)
@@ -55,11 +59,13 @@ async def cached_embeddings(
         headers["age"] = str(max(entry.age_s for entry in found if entry is not None))
         caller.note_cached_input({"input": texts})
         await caller.charge_cache_hit(0)
-        return answer_embeddings(body, vectors, call.model, word_count(texts))  # type: ignore[arg-type]
+        return answer_embeddings(body, vectors, model, word_count(texts))  # type: ignore[arg-type]
     headers[CACHE_HEADER] = caller.record.cache = "miss" if directives.read else "bypass"
+    if not alone:  # a fallback may answer: none of the asked model's vectors are mixed in
+        missing = list(range(len(texts)))
     sent = [texts[i] for i in missing]
     part = body.model_copy(update={"input": sent, "encoding_format": "float"})
-    result = await embed(upstream, part, call, batch_size)
+    result, reports_tokens = await embed(part)
     new = [item.embedding for item in result.data]
     for i, vector in zip(missing, new, strict=True):
         vectors[i] = vector  # type: ignore[assignment]
@@ -69,7 +75,7 @@ async def cached_embeddings(
         caller.note_cached_input({"input": cached})
     reported = result.usage.model_dump() if reports_tokens else None
     await caller.charge(reported, payload={"input": sent})
-    if directives.write:
+    if directives.write and call.model == model:  # a fallback's vectors are not the model's
         kept = [(keys[i], {"v": vector}) for i, vector in zip(missing, new, strict=True)]
         await cache.put_many(kept, rule.ttl_s)
     usage = word_count(texts)

@@ -1,6 +1,7 @@
 """The Responses API through the response cache: a hit answered from the kept response (in one
 piece, or replayed as the named events a relayed stream sends), a miss from the upstream and
-kept when it completed (a stream once its `response.completed` went out).
+kept when it completed (a stream once its `response.completed` went out) and the model asked
+answered it (not a fallback).
 
 Kept: responses whose status is `completed`, or `incomplete` for `max_output_tokens` (chat's
 `length`), whose every output item is a message of `output_text` parts or a function call,
@@ -11,15 +12,22 @@ sends `store: false`, and refuses `store: true` before the cache is asked.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import Response
 
 from lib.inference.cache_lookup import look_up
-from lib.inference.responses import RESPONSES_PATH, forward_response, stream_response
-from lib.upstream import STREAM_HEADERS, UpstreamCall, UpstreamClient, format_event
+from lib.inference.chat import EventsWrap
+from lib.inference.responses import RESPONSES_PATH
+from lib.upstream import (
+    STREAM_HEADERS,
+    EventStreamResponse,
+    UpstreamCall,
+    UpstreamReply,
+    format_event,
+)
 
 if TYPE_CHECKING:
     from lib.access import Caller, ResponseCache
@@ -67,29 +75,32 @@ def _is_text_part(part: Any) -> bool:
 
 
 async def cached_response(
-    upstream: UpstreamClient,
     payload: dict[str, Any],
     call: UpstreamCall,
     caller: Caller,
     cache: ResponseCache,
     cache_control: str | None,
+    *,
+    forward: Callable[[], Awaitable[UpstreamReply]],
+    stream: Callable[[EventsWrap], Awaitable[EventStreamResponse]],
 ) -> Response:
-    """Serve `/v1/responses` (streamed when `payload` asks) from the cache or the upstream."""
+    """Serve `/v1/responses` (streamed when `payload` asks) from the cache, or through the
+    route's `forward` (in one piece) or `stream` (events through the wrap given)."""
     lookup = look_up(cache, caller, RESPONSES_PATH, payload, cache_control)
-    stream = payload.get("stream") is True
+    streamed = payload.get("stream") is True
     entry = await lookup.read_entry()
     if entry is not None and is_cacheable_response(entry.body):
         lookup.mark("hit", entry.age_s)
         usage = entry.body.get("usage") or {}
         saved = [usage.get(n) for n in ("input_tokens", "output_tokens")]
         await caller.charge_cache_hit(sum(n for n in saved if isinstance(n, int)))
-        if stream:
+        if streamed:
             body = replay_response_stream(entry.body)
             return Response(body, media_type="text/event-stream", headers=STREAM_HEADERS)
         return Response(json.dumps(entry.body).encode(), media_type="application/json")
-    if not stream:
-        reply = await forward_response(upstream, payload, call, caller)
-        await lookup.keep(reply.data if is_cacheable_response(reply.data) else None)
+    if not streamed:
+        reply = await forward()
+        await lookup.keep(reply.data if is_cacheable_response(reply.data) else None, call.model)
         return Response(reply.content, media_type="application/json")
     gatherer = ResponseStreamGatherer()
 
@@ -99,9 +110,9 @@ async def cached_response(
                 gatherer.feed(piece)
                 yield piece
         kept = gatherer.response
-        await lookup.keep(kept if is_cacheable_response(kept) else None)
+        await lookup.keep(kept if is_cacheable_response(kept) else None, call.model)
 
-    return await stream_response(upstream, payload, call, caller, wrap=keep)
+    return await stream(keep)
 
 
 class ResponseStreamGatherer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -10,6 +12,7 @@ from lib.access import Caller
 from lib.routes.api_document import SSE_CONTENT
 from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
 from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse
+from lib.upstream import EventStreamResponse, UpstreamReply
 
 chat_router = gated_router()
 
@@ -32,17 +35,45 @@ async def create_chat_completion(
 async def answer_chat(
     body: ChatCompletionRequest, model: str, request: Request, caller: Caller
 ) -> Response:
-    """Serve a chat completion for `model`, already resolved and allowed."""
-    upstream = services(request).upstream
+    """Serve a chat completion for `model`, already resolved and allowed (or its fallbacks),
+    from the response cache when the caller's answers are cached."""
+    shared = services(request)
+    access = shared.access
     payload = inference.build_chat_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    if caller.cache is not None and (cache := services(request).access.cache) is not None:
+    models = access.model_chain(model, caller)
+
+    def stream(wrap: inference.EventsWrap | None = None) -> Awaitable[EventStreamResponse]:
+        return inference.with_fallbacks(
+            models,
+            access.breaker,
+            call,
+            caller,
+            lambda hop: inference.stream_chat(
+                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller, wrap=wrap
+            ),
+        )
+
+    def forward() -> Awaitable[UpstreamReply]:
+        return inference.with_fallbacks(
+            models,
+            access.breaker,
+            call,
+            caller,
+            lambda hop: inference.forward_chat(
+                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+            ),
+        )
+
+    if caller.cache is not None and access.cache is not None:
         cache_control = request.headers.get("cache-control")
-        return await inference.cached_chat(upstream, payload, call, caller, cache, cache_control)
+        return await inference.cached_chat(
+            payload, call, caller, access.cache, cache_control, forward=forward, stream=stream
+        )
     if body.stream:
-        return await inference.stream_chat(upstream, payload, call, caller)
-    reply = await inference.forward_chat(upstream, payload, call, caller)
+        return await stream()
+    reply = await forward()
     return Response(reply.content, media_type="application/json")
 
 
@@ -57,16 +88,52 @@ async def generate(
     body: GenerateRequest, request: Request, caller: CallerDep
 ) -> Response | GenerateResponse:
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
-    upstream = services(request).upstream
-    model = inference.resolve_model(body.model, services(request).settings)
+    shared = services(request)
+    access = shared.access
+    model = inference.resolve_model(body.model, shared.settings)
     payload = inference.build_generate_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    if caller.cache is not None and (cache := services(request).access.cache) is not None:
+    models = access.model_chain(model, caller)
+    if caller.cache is not None and access.cache is not None:
+
+        def stream(wrap: inference.EventsWrap) -> Awaitable[EventStreamResponse]:
+            return inference.with_fallbacks(
+                models,
+                access.breaker,
+                call,
+                caller,
+                lambda hop: inference.stream_generated_text(
+                    shared.upstream_for(hop),
+                    {**payload, "model": hop.model},
+                    call,
+                    caller,
+                    wrap=wrap,
+                ),
+            )
+
+        def forward() -> Awaitable[UpstreamReply]:
+            return inference.with_fallbacks(
+                models,
+                access.breaker,
+                call,
+                caller,
+                lambda hop: inference.forward_chat(
+                    shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+                ),
+            )
+
         cache_control = request.headers.get("cache-control")
         return await inference.cached_generate(
-            upstream, payload, call, caller, cache, cache_control
+            payload, call, caller, access.cache, cache_control, forward=forward, stream=stream
         )
-    if body.stream:
-        return await inference.stream_generated_text(upstream, payload, call, caller)
-    return await inference.generate_text(upstream, payload, call, caller)
+    operation = inference.stream_generated_text if body.stream else inference.generate_text
+    return await inference.with_fallbacks(
+        models,
+        access.breaker,
+        call,
+        caller,
+        lambda hop: operation(
+            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
+        ),
+    )

@@ -3,10 +3,13 @@ OpenAI-compatible server's own route."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from fastapi import Request
 from fastapi.responses import Response
 
 from lib import inference
+from lib.access import Hop
 from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
 from lib.schemas import EmbeddingRequest, EmbeddingResponse
 from lib.upstream import json_response
@@ -25,34 +28,37 @@ async def create_embeddings(
 ) -> Response:
     """Embed one text or a list of texts with a feature-extraction model (charged the
     OpenAI-compatible server's token count, or an estimate from the input's text)."""
-    settings, upstream = services(request).settings, services(request).upstream
+    shared = services(request)
+    settings, access = shared.settings, shared.access
     model = inference.resolve_embedding_model(body.model, settings)
     call = await start_upstream_call(request, caller, model)
-    if settings.upstream_api == "openai":
-        embed = inference.relay_openai_embeddings
-    else:
-        embed = inference.create_embeddings
-    if caller.cache is not None and (cache := services(request).access.cache) is not None:
+    chain = access.model_chain(model, caller)
+
+    async def embed(hop: Hop, texts: EmbeddingRequest) -> tuple[EmbeddingResponse, bool]:
+        # The second upstream is OpenAI-compatible whatever UPSTREAM_API says of the first.
+        openai = settings.upstream_api == "openai" or hop.upstream == "fallback"
+        embed = inference.relay_openai_embeddings if openai else inference.create_embeddings
+        return await embed(
+            shared.upstream_for(hop), texts, call, settings.embedding_batch_size
+        ), openai
+
+    def embed_on_chain(texts: EmbeddingRequest) -> Awaitable[tuple[EmbeddingResponse, bool]]:
+        # Every batch of one request goes to one model (the one `call.model` names as it is
+        # tried): an answer never mixes two models' vectors.
+        return inference.with_fallbacks(
+            chain, access.breaker, call, caller, lambda hop: embed(hop, texts)
+        )
+
+    if caller.cache is not None and access.cache is not None:
+        cache_control = request.headers.get("cache-control")
         result = await inference.cached_embeddings(
-            embed,
-            upstream,
-            body,
-            call,
-            settings.embedding_batch_size,
-            caller,
-            cache,
-            request.headers.get("cache-control"),
-            reports_tokens=settings.upstream_api == "openai",
+            body, call, caller, access.cache, cache_control, embed_on_chain, alone=len(chain) == 1
         )
-        return json_response(
-            result.model_dump_json().encode(),
-            deadline=call.deadline,
-            idle_timeout_s=settings.stream_idle_timeout_s,
-        )
-    result = await embed(upstream, body, call, settings.embedding_batch_size)
-    # The router reports no tokens (its usage is a word count): estimate from the input.
-    reported = result.usage.model_dump() if settings.upstream_api == "openai" else None
-    await caller.charge(reported, payload={"input": body.input})
+    else:
+        result, openai = await embed_on_chain(body)
+        # The router reports no tokens (its usage is a word count): estimate from the input.
+        reported = result.usage.model_dump() if openai else None
+        await caller.charge(reported, payload={"input": body.input})
     return json_response(
         result.model_dump_json().encode(),
         deadline=call.deadline,

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lib.access import AccessControl, Caller
+from lib.access import AccessControl, Caller, Hop
 from lib.http import DecodedRequest, read_json_request
 from lib.routes.api_document import ERROR_RESPONSES
 from lib.routes.direct_call import direct_call
@@ -27,6 +27,14 @@ class Services:
     settings: Settings
     upstream: UpstreamClient
     access: AccessControl
+    # The second upstream fallbacks may name (UPSTREAM_FALLBACK_URL), when configured.
+    fallback_upstream: UpstreamClient | None = None
+
+    def upstream_for(self, hop: Hop) -> UpstreamClient:
+        """The client of the upstream that serves `hop`."""
+        if hop.upstream == "fallback" and self.fallback_upstream is not None:
+            return self.fallback_upstream
+        return self.upstream
 
 
 def services(request: Request) -> Services:

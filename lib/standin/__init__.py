@@ -15,11 +15,14 @@ holds "missing" is unknown (404, text/plain, as hf-inference answers). Given too
 chat request (not streamed) gets a call of the first one; asked for JSON, JSON that fits
 the schema (lib/standin/structured.py), so that clients' tool and structured loops end.
 
-Faults: tests script them as `Fault`s in `StandinState.faults`, one per request. To try
-them by hand, end the last user message (or a task's `inputs` text) with a tag:
+Faults: tests script them as `Fault`s in `StandinState.faults`, one per request, or in
+`StandinState.model_faults`, every request for that model (a model that is down: 429, 503
+loading, a hang, a cut before the first byte). To try them by hand, end the last user
+message (or a task's `inputs` text) with a tag:
     #standin:401 #standin:402 #standin:404 #standin:422 #standin:429 #standin:500 #standin:503
     #standin:notjson   a 200 whose body is not JSON
     #standin:cut       a stream that stops before `data: [DONE]`
+    #standin:cutFirst  a 200 whose connection breaks before its first byte
     #standin:midError  a stream that sends a TGI-style error event
     #standin:reset     a connection broken mid-body
     #standin:slow      waits `slow_s` seconds before answering

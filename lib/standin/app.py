@@ -46,27 +46,33 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
             )
         if fault and fault.status:
             return error_response(fault.status, fault.headers)
+        if fault and fault.cut_before_first:
+            media_type = "text/event-stream" if body.get("stream") else "application/json"
+            return StreamingResponse(reset_body(0), media_type=media_type)
         if fault and fault.reset_after is not None and not body.get("stream"):
             return StreamingResponse(reset_body(fault.reset_after), media_type="application/json")
         if "missing" in model:
             return error_response(404)
         return None
 
-    def next_fault(text: str) -> Fault | None:
+    def next_fault(text: str, model: str) -> Fault | None:
+        # A model's own fault stays (a model that is down); a scripted one is used once.
+        if (fault := state.model_faults.get(model)) is not None:
+            return fault
         return state.faults.pop(0) if state.faults else fault_from_tag(text, state.slow_s)
 
     async def chat_completions(request: Request) -> Response:
         body = await request.json()
         model = body.get("model") or "unknown"
-        fault = next_fault(last_user_text(body))
+        fault = next_fault(last_user_text(body), model)
         if refused := await refusal(request, body, model, fault):
             return refused
         return answer_chat(state, model, body, fault or Fault())
 
     async def responses(request: Request) -> Response:
         body = await request.json()
-        fault = next_fault(responses_input_text(body))
         model = body.get("model") or "unknown"
+        fault = next_fault(responses_input_text(body), model)
         if refused := await refusal(request, body, model, fault):
             return refused
         return answer_response(state, model, body, fault or Fault())
@@ -75,7 +81,7 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         body = await request.json()
         inputs = body.get("inputs")
         text = inputs if isinstance(inputs, str) else ""
-        fault = next_fault(text)
+        fault = next_fault(text, request.path_params["model"])
         if refused := await refusal(request, body, request.path_params["model"], fault):
             return refused
         vectors = feature_vectors(inputs)
@@ -85,7 +91,7 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         body = await request.json()
         inputs = body.get("inputs")
         model = request.path_params["model"]
-        fault = next_fault(inputs if isinstance(inputs, str) else "")
+        fault = next_fault(inputs if isinstance(inputs, str) else "", model)
         if refused := await refusal(request, body, model, fault):
             return refused
         task = request.path_params.get("task") or guess_task(model)
@@ -96,8 +102,9 @@ def create_standin_app(state: StandinState | None = None) -> Starlette:
         body = await request.json()
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else inputs
-        fault = next_fault(texts[0] if isinstance(texts, list) and texts else "")
-        if refused := await refusal(request, body, body.get("model") or "unknown", fault):
+        model = body.get("model") or "unknown"
+        fault = next_fault(texts[0] if isinstance(texts, list) and texts else "", model)
+        if refused := await refusal(request, body, model, fault):
             return refused
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             return error_response(422)

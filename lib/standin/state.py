@@ -45,6 +45,7 @@ class Fault:
     error_message: str = "CUDA out of memory"  # what that error event says
     flood: bool = False  # stream 64 KB events without end (a caller who stops reading)
     reset_after: int | None = None  # break the connection after N events (or body bytes)
+    cut_before_first: bool = False  # answer 200, then break the connection before a byte
 
 
 @dataclass
@@ -65,6 +66,8 @@ class StandinState:
     slow_s: float = 5.0
     received: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    # Faults by model, applied to every request for it (before `faults`): a model that is down.
+    model_faults: dict[str, Fault] = field(default_factory=dict)
     stream_ends: list[StreamEnd] = field(default_factory=list)
     hangups: list[float] = field(default_factory=list)  # when a waiting caller went away
 
@@ -104,6 +107,7 @@ def fault_from_tag(text: str, slow_s: float) -> Fault | None:
         "flood": Fault(flood=True),
         "notjson": Fault(body=b"<html>upstream proxy error</html>", content_type="text/html"),
         "cut": Fault(cut_after=2),
+        "cutFirst": Fault(cut_before_first=True),
         "midError": Fault(error_after=2),
         "reset": Fault(reset_after=2),
     }.get(tag)

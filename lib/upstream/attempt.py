@@ -41,13 +41,14 @@ class Refusal:
 
 
 async def attempt(
-    connection: Connection, request: httpx.Request, call: UpstreamCall
+    connection: Connection, request: httpx.Request, call: UpstreamCall, until: float | None = None
 ) -> httpx.Response | Refusal:
-    """Send `request` once, before the call's deadline; `call.status` records the answer's.
+    """Send `request` once, before the call's deadline (or `until`, when sooner); `call.status`
+    records the answer's.
 
     Raises `TimeoutError` past the deadline and httpx's errors for a failed connection.
     """
-    async with asyncio.timeout_at(call.deadline):
+    async with asyncio.timeout_at(call.deadline if until is None else until):
         response = await connection.send(request)
         call.status = response.status_code
         if response.status_code < 400:

@@ -16,6 +16,10 @@ class UpstreamCall:
     status: int | None = None
     deadline: float | None = None
     response_model: str | None = None  # the model a JSON answer names (for traces)
+    # Another model follows this one (lib/inference/fallbacks.py): a failure is not retried
+    # and the answer must start within FALLBACK_TIMEOUT_S, so the next has time to answer.
+    fallback_ready: bool = False
+    requested_model: str | None = None  # the model asked for, when a fallback answered
 
 
 @dataclass(frozen=True, slots=True)

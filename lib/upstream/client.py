@@ -41,14 +41,17 @@ class UpstreamClient:
         self._timeout_s = settings.request_timeout_s
         self._idle_timeout_s = settings.stream_idle_timeout_s
         self._retry = RetryPolicy(settings.upstream_max_attempts)
+        # A model with a fallback after it gets one attempt, and this long to start answering.
+        self._no_retry = RetryPolicy(1)
+        self._fallback_timeout_s = settings.fallback_timeout_s
 
     async def post_json(
         self, path: str, payload: dict[str, Any], call: UpstreamCall
     ) -> UpstreamReply:
         """POST `payload` to `path` and return the parsed JSON answer, or raise `UpstreamError`."""
-        response = await self._send(path, payload, call)
+        response, until = await self._send(path, payload, call)
         try:
-            async with asyncio.timeout_at(call.deadline):
+            async with asyncio.timeout_at(until):
                 content = await read_capped(response)
         except TimeoutError as exc:
             raise self._timeout_error() from exc
@@ -70,23 +73,38 @@ class UpstreamClient:
     ) -> UpstreamStream:
         """POST `payload` and return the open event stream once the router has said yes.
 
-        Failures, retried or not, are settled before anything reaches the caller.
+        Failures, retried or not, are settled before anything reaches the caller; with a
+        fallback ready, so is a stream that breaks or stalls before its first event.
         """
-        response = await self._send(path, payload, call)
+        response, until = await self._send(path, payload, call)
         assert call.deadline is not None
-        return UpstreamStream(
+        stream = UpstreamStream(
             response, call.deadline, self._idle_timeout_s, self._timeout_error, self._redactor
         )
+        if call.fallback_ready:
+            try:
+                await stream.prime(until)
+            except BaseException:
+                await stream.aclose()
+                raise
+        return stream
 
     async def aclose(self) -> None:
         """Close the pool; a later call opens a new one."""
         await self._connection.aclose()
 
-    async def _send(self, path: str, payload: dict[str, Any], call: UpstreamCall) -> httpx.Response:
-        """Send, retrying what the policy allows; return an open response with a 2xx/3xx status."""
+    async def _send(
+        self, path: str, payload: dict[str, Any], call: UpstreamCall
+    ) -> tuple[httpx.Response, float]:
+        """Send, retrying what the policy allows; return an open response with a 2xx/3xx
+        status, and the time its answer must start by (the deadline, or sooner with a
+        fallback ready)."""
         loop = asyncio.get_running_loop()
         if call.deadline is None:
             call.deadline = loop.time() + self._timeout_s
+        retry, until = self._retry, call.deadline
+        if call.fallback_ready:
+            retry, until = self._no_retry, min(until, loop.time() + self._fallback_timeout_s)
         body = encode_json(payload)
         # Counted per send: one request may make several (embedding batches) that share `call`.
         tries = 0
@@ -95,19 +113,19 @@ class UpstreamClient:
             call.attempts += 1
             request = self._connection.build_request(path, body, call.request_id)
             try:
-                outcome = await attempt(self._connection, request, call)
+                outcome = await attempt(self._connection, request, call, until)
             except TimeoutError as exc:
                 raise self._timeout_error() from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                decision = self._retry.after_connect_error(tries, call.deadline - loop.time())
+                decision = retry.after_connect_error(tries, call.deadline - loop.time())
                 if decision.delay_s is None:
                     raise with_retry_advice(transport_error(exc), decision) from exc
             except httpx.HTTPError as exc:
                 raise transport_error(exc) from exc
             else:
                 if not isinstance(outcome, Refusal):
-                    return outcome
-                decision = self._retry.after_status(
+                    return outcome, until
+                decision = retry.after_status(
                     tries,
                     outcome.status,
                     outcome.headers,

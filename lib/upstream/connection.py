@@ -1,10 +1,11 @@
 """The connection to the upstream: which transport carries requests, and how each is built.
 
-Requests are httpx's, handed straight to a transport (`UPSTREAM_TRANSPORT`): httpx's own
-pool, which costs nothing to import; aiohttp's, which costs a third of the CPU per call
-under load but adds 150-220 ms to an instance's first call; or the one given (tests pass
-`httpx.MockTransport`). Skipping `AsyncClient.send` saves its cookie jar and redirect
-handling, which a proxy does not use (bench/performance.md).
+Requests are httpx's, handed straight to a transport (`UPSTREAM_TRANSPORT`): promptgate's
+own (`lib.upstream.http11`: asyncio protocols and h11, nothing more to import, and as cheap
+per call as aiohttp's); httpx's pool; aiohttp's, which adds 110-130 ms to an instance's
+first call; or the one given (tests pass `httpx.MockTransport`). Skipping `AsyncClient.send`
+saves its cookie jar and redirect handling, which a proxy does not use
+(bench/performance.md).
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class Connection:
         return self._transport
 
     def _default_transport(self) -> httpx.AsyncBaseTransport:
+        if self._transport_kind == "builtin":
+            # Imported by the first upstream call, with h11: not by `import api.index`.
+            from lib.upstream.http11 import Http11Transport
+
+            return Http11Transport()
         if self._transport_kind == "httpx":
             return httpx.AsyncHTTPTransport(limits=_POOL_LIMITS)
         return _aiohttp_transport()

@@ -36,6 +36,22 @@ class UpstreamStream:
         self.idle_timeout_s = idle_timeout_s
         self._timeout_error = timeout_error
         self._redactor = redactor
+        self._batches: AsyncIterator[list[bytes]] | None = None
+        self._first: list[bytes] | None = None  # read by `prime`, not yet yielded
+
+    async def prime(self, until: float) -> None:
+        """Read the first events now, by `until`: a stream that ends, breaks or stalls
+        before its first event raises `UpstreamError` here, before the caller has a byte
+        (so the request can still go to a fallback)."""
+        self._batches = batches = self._read_batches()
+        try:
+            async with asyncio.timeout_at(until):
+                first = await anext(batches, None)
+        except TimeoutError as exc:
+            raise self._timeout_error() from exc
+        if first is None:
+            raise UpstreamError("The upstream stream ended before its first event.")
+        self._first = first
 
     async def events(self) -> AsyncIterator[bytes]:
         """Yield event blocks as they arrive; raise `UpstreamError` if the stream breaks."""
@@ -45,6 +61,13 @@ class UpstreamStream:
 
     async def event_batches(self) -> AsyncIterator[list[bytes]]:
         """Yield, per read from the upstream, the event blocks it completed (none held back)."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for blocks in self._batches or self._read_batches():
+            yield blocks
+
+    async def _read_batches(self) -> AsyncIterator[list[bytes]]:
         loop = asyncio.get_running_loop()
         chunks = self._response.aiter_bytes()
         buffer = b""
