@@ -8,7 +8,10 @@ answered them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +79,7 @@ async def cached_embeddings(
     reported = result.usage.model_dump() if reports_tokens else None
     await caller.charge(reported, payload={"input": sent})
     if directives.write and call.model == model:  # a fallback's vectors are not the model's
-        kept = [(keys[i], {"v": vector}) for i, vector in zip(missing, new, strict=True)]
+        kept = [(keys[i], {"f64": _packed(vector)}) for i, vector in zip(missing, new, strict=True)]
         await cache.put_many(kept, rule.ttl_s)
     usage = word_count(texts)
     if reports_tokens:
@@ -88,15 +91,23 @@ async def cached_embeddings(
     return answer_embeddings(body, vectors, call.model, usage)  # type: ignore[arg-type]
 
 
+def _packed(vector: list[float]) -> str:
+    """A vector as an entry keeps it: little-endian float64, base64 (exact, and read back in a
+    third of the time JSON's floats take)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}d", *vector)).decode()
+
+
 def _vector(entry: CachedAnswer | None) -> list[float] | None:
     """The vector an entry holds, or None (no entry, or not a vector of finite numbers)."""
     body = entry.body if entry is not None else None
-    vector: Any = body.get("v") if isinstance(body, dict) else None
-    if not isinstance(vector, list) or not vector:
+    packed: Any = body.get("f64") if isinstance(body, dict) else None
+    if not isinstance(packed, str):
         return None
     try:
-        # One pass at C speed (a check per element costs a hit more than the rest of it).
-        finite = math.isfinite(sum(vector))
-    except TypeError:
+        raw = base64.b64decode(packed, validate=True)
+    except (binascii.Error, ValueError):
         return None
-    return vector if finite else None
+    if not raw or len(raw) % 8:
+        return None
+    vector = list(struct.unpack(f"<{len(raw) // 8}d", raw))
+    return vector if math.isfinite(sum(vector)) else None
