@@ -8,7 +8,13 @@ from fastapi.responses import Response
 from lib import inference
 from lib.access import Caller
 from lib.routes.api_document import SSE_CONTENT
-from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
+from lib.routes.gate import (
+    CallerDep,
+    forward_with_fallbacks,
+    gated_router,
+    services,
+    start_upstream_call,
+)
 from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse
 
 chat_router = gated_router()
@@ -33,31 +39,12 @@ async def answer_chat(
     body: ChatCompletionRequest, model: str, request: Request, caller: Caller
 ) -> Response:
     """Serve a chat completion for `model`, already resolved and allowed (or its fallbacks)."""
-    shared = services(request)
-    access = shared.access
     payload = inference.build_chat_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    models = access.model_chain(model, caller)
     if body.stream:
-        return await inference.with_fallbacks(
-            models,
-            access.breaker,
-            call,
-            caller,
-            lambda hop: inference.stream_chat(
-                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-            ),
-        )
-    reply = await inference.with_fallbacks(
-        models,
-        access.breaker,
-        call,
-        caller,
-        lambda hop: inference.forward_chat(
-            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-        ),
-    )
+        return await forward_with_fallbacks(request, caller, call, payload, inference.stream_chat)
+    reply = await forward_with_fallbacks(request, caller, call, payload, inference.forward_chat)
     return Response(reply.content, media_type="application/json")
 
 
@@ -72,19 +59,9 @@ async def generate(
     body: GenerateRequest, request: Request, caller: CallerDep
 ) -> Response | GenerateResponse:
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
-    shared = services(request)
-    access = shared.access
-    model = inference.resolve_model(body.model, shared.settings)
+    model = inference.resolve_model(body.model, services(request).settings)
     payload = inference.build_generate_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
     operation = inference.stream_generated_text if body.stream else inference.generate_text
-    return await inference.with_fallbacks(
-        access.model_chain(model, caller),
-        access.breaker,
-        call,
-        caller,
-        lambda hop: operation(
-            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-        ),
-    )
+    return await forward_with_fallbacks(request, caller, call, payload, operation)

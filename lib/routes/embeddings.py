@@ -8,9 +8,9 @@ from fastapi.responses import Response
 
 from lib import inference
 from lib.access import Hop
-from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
+from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call, try_models
 from lib.schemas import EmbeddingRequest, EmbeddingResponse
-from lib.upstream import json_response
+from lib.upstream import UpstreamClient, json_response
 
 embeddings_router = gated_router()
 
@@ -26,24 +26,19 @@ async def create_embeddings(
 ) -> Response:
     """Embed one text or a list of texts with a feature-extraction model (charged the
     OpenAI-compatible server's token count, or an estimate from the input's text)."""
-    shared = services(request)
-    settings, access = shared.settings, shared.access
+    settings = services(request).settings
     model = inference.resolve_embedding_model(body.model, settings)
     call = await start_upstream_call(request, caller, model)
 
-    async def embed(hop: Hop) -> tuple[EmbeddingResponse, bool]:
+    async def embed(client: UpstreamClient, hop: Hop) -> tuple[EmbeddingResponse, bool]:
         # The second upstream is OpenAI-compatible whatever UPSTREAM_API says of the first.
         openai = settings.upstream_api == "openai" or hop.upstream == "fallback"
         embed = inference.relay_openai_embeddings if openai else inference.create_embeddings
-        return await embed(
-            shared.upstream_for(hop), body, call, settings.embedding_batch_size
-        ), openai
+        return await embed(client, body, call, settings.embedding_batch_size), openai
 
     # Every batch of one request goes to one model (the one `call.model` names as it is
     # tried): an answer never mixes two models' vectors.
-    result, openai = await inference.with_fallbacks(
-        access.model_chain(model, caller), access.breaker, call, caller, embed
-    )
+    result, openai = await try_models(request, caller, call, embed)
     # The router reports no tokens (its usage is a word count): estimate from the input.
     reported = result.usage.model_dump() if openai else None
     await caller.charge(reported, payload={"input": body.input})

@@ -11,7 +11,14 @@ from starlette.types import Receive, Scope, Send
 
 from lib import inference
 from lib.routes.api_document import error_response
-from lib.routes.gate import CallerDep, GatedRoute, gated_router, services, start_upstream_call
+from lib.routes.gate import (
+    CallerDep,
+    GatedRoute,
+    forward_with_fallbacks,
+    gated_router,
+    services,
+    start_upstream_call,
+)
 from lib.schemas import ResponsesRequest
 
 # The Responses stream is named events: `event: <type>` then `data: {...}`, no `[DONE]`.
@@ -64,32 +71,15 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
     Nothing is stored: `store` goes upstream as false; `store: true` and
     `previous_response_id` are refused (400), since no response can be read back.
     """
-    shared = services(request)
-    access = shared.access
-    model = inference.resolve_model(body.model, shared.settings)
+    model = inference.resolve_model(body.model, services(request).settings)
     payload = inference.build_responses_payload(body, model)
     caller.cap_completion_tokens(payload, send_as="max_output_tokens")
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    models = access.model_chain(model, caller)
     if body.stream:
-        return await inference.with_fallbacks(
-            models,
-            access.breaker,
-            call,
-            caller,
-            lambda hop: inference.stream_response(
-                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-            ),
+        return await forward_with_fallbacks(
+            request, caller, call, payload, inference.stream_response
         )
-    reply = await inference.with_fallbacks(
-        models,
-        access.breaker,
-        call,
-        caller,
-        lambda hop: inference.forward_response(
-            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-        ),
-    )
+    reply = await forward_with_fallbacks(request, caller, call, payload, inference.forward_response)
     return Response(reply.content, media_type="application/json")
 
 
