@@ -64,7 +64,9 @@ def create_app(
     upstream = UpstreamClient(settings, transport=transport)
     fallback_settings = settings.fallback_upstream_settings()
     fallback_upstream = (
-        None if fallback_settings is None else UpstreamClient(fallback_settings, transport)
+        None
+        if fallback_settings is None
+        else UpstreamClient(fallback_settings, transport, credential="UPSTREAM_FALLBACK_TOKEN")
     )
     access = AccessControl(settings, clock=clock, logger=logger)
     on_end = usage_recorder(access.ledger)

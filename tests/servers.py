@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -74,3 +76,23 @@ def serve_proxy_and_standin(state: Any, **overrides: Any) -> Iterator[str]:
         app = create_app(make_settings(hf_base_url=standin_url, **overrides))
         with serve_on_loopback(app) as url:
             yield url
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], within_s: float = 60) -> None:
+    """Return once the proxy process at `url` answers /api/health with 200."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the proxy at {url} did not start")

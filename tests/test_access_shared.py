@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from lib.standin import StandinState, create_standin_app
 from tests.conftest import CANARY_TOKEN
 from tests.redis_server import RedisServer, run_redis_server
 from tests.secret_audit import AUDIT
-from tests.servers import serve_on_loopback
+from tests.servers import free_port, serve_on_loopback, wait_until_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 BURST_KEY = "pg_test_canary_key_burst"
@@ -69,24 +68,6 @@ class Deployment:
     standin: StandinState
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the proxy at {url} did not start")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     state = StandinState(token=CANARY_TOKEN)
@@ -107,7 +88,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         processes, urls, outputs = [], [], []
         try:
             for parser in ("httptools", "h11"):  # Vercel's runtime serves with h11
-                port = _free_port()
+                port = free_port()
                 output = (workdir / f"proxy-{port}.log").open("wb")
                 outputs.append(output)
                 command = [sys.executable, "-m", "uvicorn", "api.index:app", "--host"]
@@ -119,7 +100,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 processes.append(process)
                 urls.append(f"http://127.0.0.1:{port}")
             for url, process in zip(urls, processes, strict=True):
-                _wait_until_healthy(url, process)
+                wait_until_healthy(url, process)
             yield Deployment(urls, redis, state)
         finally:
             for process in processes:

@@ -22,6 +22,7 @@ import uvicorn
 
 from lib.standin import StandinState, create_standin_app
 from tests.conftest import CANARY_KEY, CANARY_TOKEN
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -67,12 +68,6 @@ def _exec_form(arguments: str) -> list[str]:
     argv = json.loads(arguments)
     assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
     return argv
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- lint and conventions ------------------------------------------------------------------
@@ -229,7 +224,7 @@ def container(
 ) -> Iterator[tuple[int, dict[str, str], subprocess.Popen[str]]]:
     """The image's CMD, running in the image's layout with canary settings."""
     base_url, _ = standin
-    port = _free_port()
+    port = free_port()
     env = _container_env(
         port, HF_TOKEN=CANARY_TOKEN, PROXY_API_KEYS=CANARY_KEY, HF_BASE_URL=base_url
     )
@@ -287,7 +282,7 @@ def test_healthcheck_command_passes_against_the_running_image(
 
 def test_healthcheck_command_fails_when_nothing_answers() -> None:
     healthcheck = _instruction("HEALTHCHECK").partition(" CMD ")[2]
-    env = _container_env(_free_port())
+    env = _container_env(free_port())
     result = subprocess.run(_exec_form(healthcheck), env=env, capture_output=True, timeout=15)
     assert result.returncode != 0
 
@@ -306,7 +301,7 @@ def test_image_command_stops_cleanly_on_sigterm(
 
 
 def test_image_command_refuses_to_start_with_invalid_settings(image_root: Path) -> None:
-    env = _container_env(_free_port(), HF_TOKEN=CANARY_TOKEN, PROXY_API_KEYS="short")
+    env = _container_env(free_port(), HF_TOKEN=CANARY_TOKEN, PROXY_API_KEYS="short")
     result = subprocess.run(
         _image_command(), cwd=image_root, env=env, capture_output=True, text=True, timeout=30
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from lib.devserver import DEV_ADMIN_KEY, DEV_CLIENT_KEY
 from tests.secret_audit import AUDIT
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:8000"
@@ -32,15 +32,9 @@ class DevServer:
     stderr_path: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    port = _free_port()
+    port = free_port()
     unset = ("HF_TOKEN", "PROXY_API_KEYS", "ALLOW_ANONYMOUS", "HF_BASE_URL")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(PORT=str(port), PYTHONPATH=str(ROOT))

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from lib.standin import Fault, StandinState, create_standin_app
 from tests.conftest import CANARY_KEY, CANARY_TOKEN
 from tests.redis_server import RedisServer, run_redis_server
 from tests.secret_audit import AUDIT
-from tests.servers import serve_on_loopback
+from tests.servers import free_port, serve_on_loopback, wait_until_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 A, B = "org/model-a", "org/model-b"
@@ -36,24 +34,6 @@ class Deployment:
     urls: list[str]
     redis: RedisServer
     standin: StandinState
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the proxy at {url} did not start")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +58,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         processes, urls, outputs = [], [], []
         try:
             for _ in range(2):
-                port = _free_port()
+                port = free_port()
                 output = (workdir / f"proxy-{port}.log").open("wb")
                 outputs.append(output)
                 command = [sys.executable, "-m", "uvicorn", "api.index:app", "--host"]
@@ -89,7 +69,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 processes.append(process)
                 urls.append(f"http://127.0.0.1:{port}")
             for url, process in zip(urls, processes, strict=True):
-                _wait_until_healthy(url, process)
+                wait_until_healthy(url, process)
             yield Deployment(urls, redis, state)
         finally:
             for process in processes:

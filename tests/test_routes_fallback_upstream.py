@@ -161,3 +161,17 @@ def test_the_main_token_never_goes_to_the_second_upstream(upstreams: Upstreams) 
     )
     second = settings.fallback_upstream_settings()
     assert second is not None and second.hf_token is None
+
+
+def test_the_second_upstream_refusing_its_token_names_its_setting(upstreams: Upstreams) -> None:
+    upstreams.own.model_faults[ROUTED] = Fault(status=500)
+    upstreams.second.model_faults[ROUTED] = Fault(status=401)
+    response = httpx.post(
+        f"{upstreams.url}/v1/chat/completions",
+        json={"model": ROUTED, "messages": HELLO},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert "check UPSTREAM_FALLBACK_TOKEN" in message and "HF_TOKEN" not in message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -10,9 +10,14 @@ from fastapi.responses import Response
 from lib import inference
 from lib.access import Caller
 from lib.routes.api_document import SSE_CONTENT
-from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
+from lib.routes.gate import (
+    CallerDep,
+    forward_with_fallbacks,
+    gated_router,
+    services,
+    start_upstream_call,
+)
 from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse
-from lib.upstream import EventStreamResponse, UpstreamReply
 
 chat_router = gated_router()
 
@@ -37,43 +42,26 @@ async def answer_chat(
 ) -> Response:
     """Serve a chat completion for `model`, already resolved and allowed (or its fallbacks),
     from the response cache when the caller's answers are cached."""
-    shared = services(request)
-    access = shared.access
     payload = inference.build_chat_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    models = access.model_chain(model, caller)
-
-    def stream(wrap: inference.EventsWrap | None = None) -> Awaitable[EventStreamResponse]:
-        return inference.with_fallbacks(
-            models,
-            access.breaker,
-            call,
-            caller,
-            lambda hop: inference.stream_chat(
-                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller, wrap=wrap
-            ),
-        )
-
-    def forward() -> Awaitable[UpstreamReply]:
-        return inference.with_fallbacks(
-            models,
-            access.breaker,
-            call,
-            caller,
-            lambda hop: inference.forward_chat(
-                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-            ),
-        )
-
-    if caller.cache is not None and access.cache is not None:
-        cache_control = request.headers.get("cache-control")
+    if caller.cache is not None and (cache := services(request).access.cache) is not None:
         return await inference.cached_chat(
-            payload, call, caller, access.cache, cache_control, forward=forward, stream=stream
+            payload,
+            call,
+            caller,
+            cache,
+            request.headers.get("cache-control"),
+            forward=lambda: forward_with_fallbacks(
+                request, caller, call, payload, inference.forward_chat
+            ),
+            stream=lambda wrap: forward_with_fallbacks(
+                request, caller, call, payload, partial(inference.stream_chat, wrap=wrap)
+            ),
         )
     if body.stream:
-        return await stream()
-    reply = await forward()
+        return await forward_with_fallbacks(request, caller, call, payload, inference.stream_chat)
+    reply = await forward_with_fallbacks(request, caller, call, payload, inference.forward_chat)
     return Response(reply.content, media_type="application/json")
 
 
@@ -88,52 +76,23 @@ async def generate(
     body: GenerateRequest, request: Request, caller: CallerDep
 ) -> Response | GenerateResponse:
     """Text in, text out; `stream: true` sends `{"text": delta}` events, then one with the usage."""
-    shared = services(request)
-    access = shared.access
-    model = inference.resolve_model(body.model, shared.settings)
+    model = inference.resolve_model(body.model, services(request).settings)
     payload = inference.build_generate_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    models = access.model_chain(model, caller)
-    if caller.cache is not None and access.cache is not None:
-
-        def stream(wrap: inference.EventsWrap) -> Awaitable[EventStreamResponse]:
-            return inference.with_fallbacks(
-                models,
-                access.breaker,
-                call,
-                caller,
-                lambda hop: inference.stream_generated_text(
-                    shared.upstream_for(hop),
-                    {**payload, "model": hop.model},
-                    call,
-                    caller,
-                    wrap=wrap,
-                ),
-            )
-
-        def forward() -> Awaitable[UpstreamReply]:
-            return inference.with_fallbacks(
-                models,
-                access.breaker,
-                call,
-                caller,
-                lambda hop: inference.forward_chat(
-                    shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-                ),
-            )
-
-        cache_control = request.headers.get("cache-control")
+    if caller.cache is not None and (cache := services(request).access.cache) is not None:
         return await inference.cached_generate(
-            payload, call, caller, access.cache, cache_control, forward=forward, stream=stream
+            payload,
+            call,
+            caller,
+            cache,
+            request.headers.get("cache-control"),
+            forward=lambda: forward_with_fallbacks(
+                request, caller, call, payload, inference.forward_chat
+            ),
+            stream=lambda wrap: forward_with_fallbacks(
+                request, caller, call, payload, partial(inference.stream_generated_text, wrap=wrap)
+            ),
         )
     operation = inference.stream_generated_text if body.stream else inference.generate_text
-    return await inference.with_fallbacks(
-        models,
-        access.breaker,
-        call,
-        caller,
-        lambda hop: operation(
-            shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-        ),
-    )
+    return await forward_with_fallbacks(request, caller, call, payload, operation)

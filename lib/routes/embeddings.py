@@ -3,16 +3,14 @@ OpenAI-compatible server's own route."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 from fastapi import Request
 from fastapi.responses import Response
 
 from lib import inference
 from lib.access import Hop
-from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
+from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call, try_models
 from lib.schemas import EmbeddingRequest, EmbeddingResponse
-from lib.upstream import json_response
+from lib.upstream import UpstreamClient, json_response
 
 embeddings_router = gated_router()
 
@@ -29,33 +27,36 @@ async def create_embeddings(
     """Embed one text or a list of texts with a feature-extraction model (charged the
     OpenAI-compatible server's token count, or an estimate from the input's text)."""
     shared = services(request)
-    settings, access = shared.settings, shared.access
+    settings = shared.settings
     model = inference.resolve_embedding_model(body.model, settings)
     call = await start_upstream_call(request, caller, model)
-    chain = access.model_chain(model, caller)
 
-    async def embed(hop: Hop, texts: EmbeddingRequest) -> tuple[EmbeddingResponse, bool]:
+    async def embed(
+        client: UpstreamClient, hop: Hop, texts: EmbeddingRequest = body
+    ) -> tuple[EmbeddingResponse, bool]:
         # The second upstream is OpenAI-compatible whatever UPSTREAM_API says of the first.
         openai = settings.upstream_api == "openai" or hop.upstream == "fallback"
         embed = inference.relay_openai_embeddings if openai else inference.create_embeddings
-        return await embed(
-            shared.upstream_for(hop), texts, call, settings.embedding_batch_size
-        ), openai
+        return await embed(client, texts, call, settings.embedding_batch_size), openai
 
-    def embed_on_chain(texts: EmbeddingRequest) -> Awaitable[tuple[EmbeddingResponse, bool]]:
-        # Every batch of one request goes to one model (the one `call.model` names as it is
-        # tried): an answer never mixes two models' vectors.
-        return inference.with_fallbacks(
-            chain, access.breaker, call, caller, lambda hop: embed(hop, texts)
-        )
-
-    if caller.cache is not None and access.cache is not None:
-        cache_control = request.headers.get("cache-control")
+    if caller.cache is not None and shared.access.cache is not None:
+        # A batch half cached sends the rest alone, unless a fallback could answer it.
+        alone = len(shared.access.model_chain(model, caller)) == 1
         result = await inference.cached_embeddings(
-            body, call, caller, access.cache, cache_control, embed_on_chain, alone=len(chain) == 1
+            body,
+            call,
+            caller,
+            shared.access.cache,
+            request.headers.get("cache-control"),
+            lambda texts: try_models(
+                request, caller, call, lambda client, hop: embed(client, hop, texts)
+            ),
+            alone=alone,
         )
     else:
-        result, openai = await embed_on_chain(body)
+        # Every batch of one request goes to one model (the one `call.model` names as it is
+        # tried): an answer never mixes two models' vectors.
+        result, openai = await try_models(request, caller, call, embed)
         # The router reports no tokens (its usage is a word count): estimate from the input.
         reported = result.usage.model_dump() if openai else None
         await caller.charge(reported, payload={"input": body.input})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Path, Request
@@ -12,9 +12,15 @@ from starlette.types import Receive, Scope, Send
 
 from lib import inference
 from lib.routes.api_document import error_response
-from lib.routes.gate import CallerDep, GatedRoute, gated_router, services, start_upstream_call
+from lib.routes.gate import (
+    CallerDep,
+    GatedRoute,
+    forward_with_fallbacks,
+    gated_router,
+    services,
+    start_upstream_call,
+)
 from lib.schemas import ResponsesRequest
-from lib.upstream import EventStreamResponse, UpstreamReply
 
 # The Responses stream is named events: `event: <type>` then `data: {...}`, no `[DONE]`.
 _NAMED_SSE_CONTENT = {
@@ -66,44 +72,29 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
     Nothing is stored: `store` goes upstream as false; `store: true` and
     `previous_response_id` are refused (400), since no response can be read back.
     """
-    shared = services(request)
-    access = shared.access
-    model = inference.resolve_model(body.model, shared.settings)
+    model = inference.resolve_model(body.model, services(request).settings)
     payload = inference.build_responses_payload(body, model)
     caller.cap_completion_tokens(payload, send_as="max_output_tokens")
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    models = access.model_chain(model, caller)
-
-    def stream(wrap: inference.EventsWrap | None = None) -> Awaitable[EventStreamResponse]:
-        return inference.with_fallbacks(
-            models,
-            access.breaker,
-            call,
-            caller,
-            lambda hop: inference.stream_response(
-                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller, wrap=wrap
-            ),
-        )
-
-    def forward() -> Awaitable[UpstreamReply]:
-        return inference.with_fallbacks(
-            models,
-            access.breaker,
-            call,
-            caller,
-            lambda hop: inference.forward_response(
-                shared.upstream_for(hop), {**payload, "model": hop.model}, call, caller
-            ),
-        )
-
-    if caller.cache is not None and access.cache is not None:
-        cache_control = request.headers.get("cache-control")
+    if caller.cache is not None and (cache := services(request).access.cache) is not None:
         return await inference.cached_response(
-            payload, call, caller, access.cache, cache_control, forward=forward, stream=stream
+            payload,
+            call,
+            caller,
+            cache,
+            request.headers.get("cache-control"),
+            forward=lambda: forward_with_fallbacks(
+                request, caller, call, payload, inference.forward_response
+            ),
+            stream=lambda wrap: forward_with_fallbacks(
+                request, caller, call, payload, partial(inference.stream_response, wrap=wrap)
+            ),
         )
     if body.stream:
-        return await stream()
-    reply = await forward()
+        return await forward_with_fallbacks(
+            request, caller, call, payload, inference.stream_response
+        )
+    reply = await forward_with_fallbacks(request, caller, call, payload, inference.forward_response)
     return Response(reply.content, media_type="application/json")
 
 

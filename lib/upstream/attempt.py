@@ -60,13 +60,16 @@ async def attempt(
     return Refusal(response.status_code, response.headers, content)
 
 
-def error_for_refusal(refusal: Refusal, model: str, redactor: Redactor) -> UpstreamError:
-    """The error the caller gets for a refusal the proxy does not (or no longer) retry."""
+def error_for_refusal(
+    refusal: Refusal, model: str, redactor: Redactor, credential: str = "HF_TOKEN"
+) -> UpstreamError:
+    """The error the caller gets for a refusal the proxy does not (or no longer) retry;
+    `credential` names the setting that holds the token this upstream was sent."""
     status, headers = refusal.status, refusal.headers
     if status in (401, 403):
         return UpstreamAuthError(
-            "The upstream refused this server's Hugging Face credentials; "
-            "the operator must check HF_TOKEN. This is not the caller's fault.",
+            "The upstream refused this server's credentials; the operator must check "
+            f"{credential}. This is not the caller's fault.",
         )
     if status == 402:
         return UpstreamCreditsError(

@@ -35,8 +35,15 @@ class UpstreamClient:
     redacted of the server's token (`lib.upstream.connection` carries the requests).
     """
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        credential: str = "HF_TOKEN",
+    ) -> None:
         self._connection = Connection(settings, transport)
+        self._credential = credential  # the setting an auth refusal tells the operator to check
         self._redactor = Redactor(self._connection.token)
         self._timeout_s = settings.request_timeout_s
         self._idle_timeout_s = settings.stream_idle_timeout_s
@@ -133,7 +140,7 @@ class UpstreamClient:
                     call.deadline - loop.time(),
                 )
                 if decision.delay_s is None:
-                    error = error_for_refusal(outcome, call.model, self._redactor)
+                    error = error_for_refusal(outcome, call.model, self._redactor, self._credential)
                     raise with_retry_advice(error, decision)
             await asyncio.sleep(decision.delay_s)
 
