@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import Request
 from fastapi.responses import Response
 
 from lib import inference
 from lib.access import Caller
+from lib.routes.answering import answer_through_cache, forward_with_fallbacks
 from lib.routes.api_document import SSE_CONTENT
-from lib.routes.gate import (
-    CallerDep,
-    forward_with_fallbacks,
-    gated_router,
-    services,
-    start_upstream_call,
-)
+from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
 from lib.schemas import ChatCompletionRequest, GenerateRequest, GenerateResponse
 
 chat_router = gated_router()
@@ -45,20 +38,9 @@ async def answer_chat(
     payload = inference.build_chat_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    if caller.cache is not None and (cache := services(request).access.cache) is not None:
-        return await inference.cached_chat(
-            payload,
-            call,
-            caller,
-            cache,
-            request.headers.get("cache-control"),
-            forward=lambda: forward_with_fallbacks(
-                request, caller, call, payload, inference.forward_chat
-            ),
-            stream=lambda wrap: forward_with_fallbacks(
-                request, caller, call, payload, partial(inference.stream_chat, wrap=wrap)
-            ),
-        )
+    cached = await answer_through_cache(request, caller, call, payload, "chat")
+    if cached is not None:
+        return cached
     if body.stream:
         return await forward_with_fallbacks(request, caller, call, payload, inference.stream_chat)
     reply = await forward_with_fallbacks(request, caller, call, payload, inference.forward_chat)
@@ -80,19 +62,8 @@ async def generate(
     payload = inference.build_generate_payload(body, model)
     caller.cap_completion_tokens(payload)
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    if caller.cache is not None and (cache := services(request).access.cache) is not None:
-        return await inference.cached_generate(
-            payload,
-            call,
-            caller,
-            cache,
-            request.headers.get("cache-control"),
-            forward=lambda: forward_with_fallbacks(
-                request, caller, call, payload, inference.forward_chat
-            ),
-            stream=lambda wrap: forward_with_fallbacks(
-                request, caller, call, payload, partial(inference.stream_generated_text, wrap=wrap)
-            ),
-        )
+    cached = await answer_through_cache(request, caller, call, payload, "generate")
+    if cached is not None:
+        return cached
     operation = inference.stream_generated_text if body.stream else inference.generate_text
     return await forward_with_fallbacks(request, caller, call, payload, operation)

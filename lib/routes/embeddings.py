@@ -8,7 +8,8 @@ from fastapi.responses import Response
 
 from lib import inference
 from lib.access import Hop
-from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call, try_models
+from lib.routes.answering import try_models
+from lib.routes.gate import CallerDep, gated_router, services, start_upstream_call
 from lib.schemas import EmbeddingRequest, EmbeddingResponse
 from lib.upstream import UpstreamClient, json_response
 

@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lib import inference
 from lib.access import AccessControl, Caller, Hop
 from lib.http import DecodedRequest, read_json_request
 from lib.routes.api_document import ERROR_RESPONSES
@@ -58,42 +57,6 @@ async def start_upstream_call(
     request.state.upstream_call, request.state.stream = call, stream
     caller.check_model(model)
     return call
-
-
-async def try_models[T](
-    request: Request,
-    caller: Caller,
-    call: UpstreamCall,
-    send: Callable[[UpstreamClient, Hop], Awaitable[T]],
-) -> T:
-    """`send(client, hop)` for the call's model, then for each of its fallbacks the caller may
-    use while the upstream fails (`lib.inference.with_fallbacks`); `client` serves the hop."""
-    shared = services(request)
-    access = shared.access
-    return await inference.with_fallbacks(
-        access.model_chain(call.model, caller),
-        access.breaker,
-        call,
-        caller,
-        lambda hop: send(shared.upstream_for(hop), hop),
-    )
-
-
-async def forward_with_fallbacks[T](
-    request: Request,
-    caller: Caller,
-    call: UpstreamCall,
-    payload: dict[str, Any],
-    operation: Callable[[UpstreamClient, dict[str, Any], UpstreamCall, Caller], Awaitable[T]],
-) -> T:
-    """`operation` (an inference function) with `payload`, its model replaced by each
-    fallback's in turn (`try_models`)."""
-    return await try_models(
-        request,
-        caller,
-        call,
-        lambda client, hop: operation(client, {**payload, "model": hop.model}, call, caller),
-    )
 
 
 class GatedRoute(APIRoute):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Path, Request
@@ -11,15 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from lib import inference
+from lib.routes.answering import answer_through_cache, forward_with_fallbacks
 from lib.routes.api_document import error_response
-from lib.routes.gate import (
-    CallerDep,
-    GatedRoute,
-    forward_with_fallbacks,
-    gated_router,
-    services,
-    start_upstream_call,
-)
+from lib.routes.gate import CallerDep, GatedRoute, gated_router, services, start_upstream_call
 from lib.schemas import ResponsesRequest
 
 # The Responses stream is named events: `event: <type>` then `data: {...}`, no `[DONE]`.
@@ -76,20 +69,9 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Call
     payload = inference.build_responses_payload(body, model)
     caller.cap_completion_tokens(payload, send_as="max_output_tokens")
     call = await start_upstream_call(request, caller, model, stream=body.stream)
-    if caller.cache is not None and (cache := services(request).access.cache) is not None:
-        return await inference.cached_response(
-            payload,
-            call,
-            caller,
-            cache,
-            request.headers.get("cache-control"),
-            forward=lambda: forward_with_fallbacks(
-                request, caller, call, payload, inference.forward_response
-            ),
-            stream=lambda wrap: forward_with_fallbacks(
-                request, caller, call, payload, partial(inference.stream_response, wrap=wrap)
-            ),
-        )
+    cached = await answer_through_cache(request, caller, call, payload, "response")
+    if cached is not None:
+        return cached
     if body.stream:
         return await forward_with_fallbacks(
             request, caller, call, payload, inference.stream_response
