@@ -148,6 +148,8 @@ class RedisCluster:
         # One read for every request that finds the map missing; the first starts it.
         if self._reading is None or self._reading.done():
             self._reading = asyncio.get_running_loop().create_task(self._fetch_map())
+            # Its failure is raised to the callers waiting; retrieved even if all gave up.
+            self._reading.add_done_callback(_retrieve)
         slots = await asyncio.shield(self._reading)
         self._slots = slots
         return slots

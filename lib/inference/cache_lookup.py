@@ -8,6 +8,8 @@ or an answer that depends on sampling, which the caller's policy does not cache)
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from lib.inference.cache_keys import cache_directives, cache_key, is_determinist
 
 if TYPE_CHECKING:
     from lib.access import CachedAnswer, Caller, ResponseCache
+    from lib.upstream import UpstreamCall
 
 CACHE_HEADER = "x-promptgate-cache"
 
@@ -56,6 +59,25 @@ class CacheLookup:
         if answered_by != self.model:
             return
         await self.cache.put(self.key, body, rule.ttl_s)
+
+    def keeping(
+        self,
+        call: UpstreamCall,
+        feed: Callable[[bytes], None],
+        gathered: Callable[[], Any],
+    ) -> Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]:
+        """A wrap for a relayed stream: its pieces pass on as they come, each fed to `feed`;
+        once the stream has ended whole, `gathered()` (None: nothing to keep) is kept as the
+        answer of the model that answered (`call.model`)."""
+
+        async def keep(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            async with aclosing(events):  # a hang-up closes only this generator
+                async for piece in events:
+                    feed(piece)
+                    yield piece
+            await self.keep(gathered(), call.model)
+
+        return keep
 
 
 def look_up(

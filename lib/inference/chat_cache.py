@@ -11,8 +11,7 @@ its fallbacks and upstream choice stay the route's.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import Response
@@ -60,15 +59,10 @@ async def cached_chat(
     if streamed:
         gatherer = ChatStreamGatherer()
 
-        async def keep(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-            async with aclosing(events):  # a hang-up closes only this generator
-                async for piece in events:
-                    gatherer.feed(piece)
-                    yield piece
-            completion = gatherer.completion(_usage_of(caller))
-            await lookup.keep(_checked(completion), call.model)
+        def completion() -> dict[str, Any] | None:
+            return _checked(gatherer.completion(_usage_of(caller)))
 
-        return await stream(keep)
+        return await stream(lookup.keeping(call, gatherer.feed, completion))
     reply = await forward()
     await lookup.keep(_checked(reply.data), call.model)
     return Response(reply.content, media_type="application/json")
@@ -94,16 +88,8 @@ async def cached_generate(
             return Response(body, media_type="text/event-stream", headers=STREAM_HEADERS)
         return generate_answer(hit, payload["model"])
     if payload.get("stream") is True:
-        gatherer = GenerateStreamGatherer()
-
-        async def keep(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-            async with aclosing(events):  # a hang-up closes only this generator
-                async for piece in events:
-                    gatherer.feed(piece)
-                    yield piece
-            await lookup.keep(_checked(gatherer.completion()), call.model)
-
-        return await stream(keep)
+        text = GenerateStreamGatherer()
+        return await stream(lookup.keeping(call, text.feed, lambda: _checked(text.completion())))
     reply = await forward()
     await lookup.keep(_checked(reply.data), call.model)
     return generate_answer(reply.data, call.model)

@@ -12,8 +12,7 @@ sends `store: false`, and refuses `store: true` before the cache is asked.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import Response
@@ -104,15 +103,11 @@ async def cached_response(
         return Response(reply.content, media_type="application/json")
     gatherer = ResponseStreamGatherer()
 
-    async def keep(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async with aclosing(events):  # a hang-up closes only this generator
-            async for piece in events:
-                gatherer.feed(piece)
-                yield piece
+    def gathered() -> dict[str, Any] | None:
         kept = gatherer.response
-        await lookup.keep(kept if is_cacheable_response(kept) else None, call.model)
+        return kept if is_cacheable_response(kept) else None
 
-    return await stream(keep)
+    return await stream(lookup.keeping(call, gatherer.feed, gathered))
 
 
 class ResponseStreamGatherer:
