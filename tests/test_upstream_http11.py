@@ -393,3 +393,102 @@ def test_a_fast_stream_to_a_slow_reader_waits_in_the_socket_not_in_memory() -> N
     held, total = asyncio.run(scenario())
     assert total == 512 * 65536
     assert held < 16 * 1024 * 1024, f"{held} bytes were taken from the server unread"
+
+
+def test_an_informational_answer_before_the_real_one_is_skipped() -> None:
+    async def scenario() -> tuple[int, bytes, int]:
+        async def hundred(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int):
+            while True:
+                await _read_request(reader)
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + _answer(b'{"after":100}'))
+                await writer.drain()
+
+        async with Server(hundred) as server:
+            transport = Http11Transport()
+            first = await _post(transport, server.url)
+            await _post(transport, server.url)  # the same connection serves the next
+            await transport.aclose()
+            return first.status_code, first.content, server.connections
+
+    assert asyncio.run(scenario()) == (200, b'{"after":100}', 1)
+
+
+def test_headers_that_never_end_are_cut_off_at_the_limit() -> None:
+    async def scenario() -> int:
+        async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int):
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for n in range(100_000):  # 2 MB of headers, and no end to them
+                writer.write(b"X-Filler-%d: %s\r\n" % (n, b"f" * 8))
+                if n % 1000 == 0:
+                    await writer.drain()
+            await asyncio.sleep(5)
+
+        async with Server(endless) as server:
+            transport = Http11Transport()
+            with pytest.raises(httpx.RemoteProtocolError, match="headers are too long"):
+                await _post(transport, server.url)
+            await transport.aclose()
+            return server.connections
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_bytes_that_are_not_http_are_a_protocol_error() -> None:
+    async def scenario() -> None:
+        async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int):
+            await _read_request(reader)
+            writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(1)
+
+        async with Server(garbage) as server:
+            transport = Http11Transport()
+            with pytest.raises(httpx.RemoteProtocolError, match=r"not HTTP/1\.1"):
+                await _post(transport, server.url)
+            await transport.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_nobody_asked_for_retires_its_connection() -> None:
+    async def scenario() -> tuple[list[bytes], int]:
+        async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int):
+            while True:
+                await _read_request(reader)
+                writer.write(_answer(b'{"conn":%d}' % n))
+                await writer.drain()
+                if n == 1:  # a second answer, unasked: must never pass for the next one's
+                    await asyncio.sleep(0.05)
+                    writer.write(_answer(b'{"stray":true}'))
+                    await writer.drain()
+
+        async with Server(chatty) as server:
+            transport = Http11Transport()
+            first = await _post(transport, server.url)
+            await asyncio.sleep(0.2)
+            second = await _post(transport, server.url)
+            await transport.aclose()
+            return [first.content, second.content], server.connections
+
+    assert asyncio.run(scenario()) == ([b'{"conn":1}', b'{"conn":2}'], 2)
+
+
+def test_a_chunked_request_body_is_refused_before_anything_is_sent() -> None:
+    async def scenario() -> int:
+        async with Server() as server:
+            transport = Http11Transport()
+            request = httpx.Request(
+                "POST",
+                server.url,
+                content=b"{}",
+                headers=[(b"Transfer-Encoding", b"chunked")],
+                extensions=TIMEOUTS,
+            )
+            with pytest.raises(httpx.LocalProtocolError):
+                await transport.handle_async_request(request)
+            await asyncio.sleep(0.05)
+            await transport.aclose()
+            return len(server.requests)
+
+    assert asyncio.run(scenario()) == 0

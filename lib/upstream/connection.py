@@ -1,8 +1,8 @@
 """The connection to the upstream: which transport carries requests, and how each is built.
 
 Requests are httpx's, handed straight to a transport (`UPSTREAM_TRANSPORT`): promptgate's
-own (`lib.upstream.http11`: asyncio protocols and h11, nothing more to import, and as cheap
-per call as aiohttp's); httpx's pool; aiohttp's, which adds 110-130 ms to an instance's
+own (`lib.upstream.http11`: asyncio protocols and httptools' C parser, the least CPU per
+call of the three); httpx's pool; aiohttp's, which adds 110-130 ms to an instance's
 first call; or the one given (tests pass `httpx.MockTransport`). Skipping `AsyncClient.send`
 saves its cookie jar and redirect handling, which a proxy does not use
 (bench/performance.md).
@@ -101,7 +101,7 @@ class Connection:
 
     def _default_transport(self) -> httpx.AsyncBaseTransport:
         if self._transport_kind == "builtin":
-            # Imported by the first upstream call, with h11: not by `import api.index`.
+            # Imported by the first upstream call, with httptools: not by `import api.index`.
             from lib.upstream.http11 import Http11Transport
 
             return Http11Transport()
