@@ -130,6 +130,31 @@ def test_concurrent_commands_share_one_connection_and_get_their_own_replies(
     assert redis_server.command("GET", "n2").split("\r\n")[1] == str(sum(range(2, 60, 3)))
 
 
+def test_commands_awaited_in_one_step_reach_the_server_in_one_write(
+    redis_server: RedisServer,
+) -> None:
+    def reads() -> int:
+        stats = redis_server.command("INFO", "stats")
+        return int(stats.split("total_reads_processed:")[1].split("\r\n")[0])
+
+    async def run() -> tuple[list[object], int]:
+        connection = RedisConnection(redis_server.url)
+        await connection.execute("PING")  # connected: what follows only writes
+        asking = -reads() + reads()  # what one look at the counter costs (AUTH, INFO)
+        before = reads()
+        replies = await asyncio.gather(
+            *(connection.execute("INCRBY", "batched", i) for i in range(1, 41))
+        )
+        read_by_server = reads() - before - asking
+        await connection.aclose()
+        return replies, read_by_server
+
+    replies, read_by_server = asyncio.run(run())
+    assert sorted(replies) == [sum(range(1, n + 1)) for n in range(1, 41)]  # type: ignore[type-var]
+    # One write for forty commands (the server may take it in two reads, not forty).
+    assert read_by_server <= 2
+
+
 def test_a_connection_the_server_drops_is_replaced_on_the_next_call(
     redis_server: RedisServer,
 ) -> None:
@@ -184,8 +209,9 @@ def test_the_store_sends_a_script_the_server_forgot_in_full(redis_server: RedisS
 def test_a_settlement_is_counted_before_the_next_request_of_any_instance(
     redis_server: RedisServer,
 ) -> None:
-    """add_tokens does not wait for Redis's answer, but its command is on the wire: a read
-    from another connection, made after add_tokens returned, sees it."""
+    """add_tokens does not wait for Redis's answer; its command is written as this step of
+    the event loop ends, before the loop reads any socket again (so before any later request
+    is read): a read from another connection after that step sees it."""
 
     async def run() -> list[str]:
         store = RedisStore(redis_server.url, timeout_s=2)
@@ -193,6 +219,7 @@ def test_a_settlement_is_counted_before_the_next_request_of_any_instance(
         for _ in range(20):
             assert (await store.admit(WINDOWS, 10)).verdict is Verdict.ADMITTED
             await store.add_tokens(WINDOWS, -10)
+            await asyncio.sleep(0)  # the rest of this step
             seen.append(_minute_tokens(redis_server))
         await store.aclose()
         return seen

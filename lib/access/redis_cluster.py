@@ -90,6 +90,17 @@ class RedisCluster:
         reply = await self._on(address, lambda node: node.send(*args))
         return self._follow(reply, args)
 
+    def send_if_open(self, *args: str | int | bytes) -> asyncio.Future[Any] | None:
+        """`send` without waiting, when the map is read and the node's connection is open;
+        else None."""
+        if self._slots is None:
+            return None
+        key = first_key(args)
+        address = self._slots[key_slot(key) if key is not None else 0]
+        node = self._nodes.get(address) if address is not None else None
+        reply = node.send_if_open(*args) if node is not None else None
+        return None if reply is None else self._follow(reply, args)
+
     async def execute_many(self, commands: list[Command]) -> list[Any]:
         """Send `commands`, one write per node, and return their replies in order; raises the
         first failure once every reply is in."""

@@ -5,7 +5,8 @@ response callbacks) cost about twice the protocol's own work per call here, and 
 hand a command to the socket without waiting for its reply, which settling a reservation
 does not need (bench/performance.md). The limit store sends EVALSHA, EVAL and PING; every
 request of an instance shares this one connection, its commands pipelined and answered in
-order, so a burst of requests costs a few socket reads, not one each.
+order, and the commands handed over in one step of the event loop written together, so a
+burst of requests costs a few socket writes and reads, not one each.
 
 Errors: an error reply raises `RedisReplyError`; a connection that fails or closes raises
 `ConnectionError` (or `OSError` from connecting). The store (`lib.access.redis_store`)
@@ -41,11 +42,11 @@ class _Incomplete(Exception):
 
 def encode_command(*args: str | int | bytes) -> bytes:
     """One command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(parts)
+    items = [
+        arg.encode() if type(arg) is str else b"%d" % arg if type(arg) is int else bytes(arg)
+        for arg in args
+    ]
+    return b"*%d\r\n" % len(items) + b"".join([b"$%d\r\n%b\r\n" % (len(i), i) for i in items])
 
 
 def parse_reply(buffer: bytes | bytearray, start: int = 0) -> tuple[Any, int]:
@@ -88,6 +89,10 @@ class _RespProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # Commands handed over in this step of the event loop: written together once it ends
+        # (before the loop next reads a socket, so before any later request is read), so
+        # requests that reach Redis together share one system call, and Redis one read.
+        self._outgoing: list[bytes] = []
         self.lost = False
         self.last_reply_at = loop.time()
 
@@ -125,13 +130,21 @@ class _RespProtocol(asyncio.Protocol):
         return list(self._waiting)
 
     def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
-        """Write `payload` (`replies` commands); one future per command, in order."""
+        """Hand over `payload` (`replies` commands), written once this step of the event loop
+        ends, with every other command handed over in it; one future per command, in order."""
         if self.lost or self._transport is None:
             raise ConnectionError("the connection to Redis closed")
         futures = [self._loop.create_future() for _ in range(replies)]
         self._waiting.extend(futures)
-        self._transport.write(payload)
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(payload)
         return futures
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing and not self.lost and self._transport is not None:
+            self._transport.write(b"".join(outgoing))
 
     def close(self) -> None:
         """Close the connection; whatever waits fails."""
@@ -200,12 +213,26 @@ class RedisConnection:
 
     async def execute(self, *args: str | int | bytes) -> Any:
         """Send one command and return its reply."""
-        return await (await self.send(*args))
+        protocol = await self._ready()
+        return await protocol.send(encode_command(*args), 1)[0]
 
     async def send(self, *args: str | int | bytes) -> asyncio.Future[Any]:
         """Hand one command to the connection (connecting first if need be) and return the
         future of its reply, which the caller may await or leave to settle by itself."""
         protocol = await self._ready()
+        return protocol.send(encode_command(*args), 1)[0]
+
+    def send_if_open(self, *args: str | int | bytes) -> asyncio.Future[Any] | None:
+        """`send` without waiting: the future of the reply when the connection is open and
+        was answering lately, else None (`send` connects or checks it first)."""
+        protocol = self._protocol
+        if (
+            protocol is None
+            or protocol.lost
+            or self._loop is not asyncio.get_running_loop()
+            or self._loop.time() - protocol.last_reply_at >= self._idle_check_s
+        ):
+            return None
         return protocol.send(encode_command(*args), 1)[0]
 
     async def send_many(

@@ -90,7 +90,8 @@ class RedisStore:
 
     async def add_tokens(self, windows: Windows, delta: int) -> None:
         """Add `delta` tokens to every window of the request (a give-back: those still held);
-        returns once the command is sent, without waiting for Redis to answer."""
+        returns once the command is handed to the connection (written as this step of the event
+        loop ends), without waiting for Redis to answer."""
         windows, global_day = self._split(windows)
         keys = _token_keys(windows)
         args = [delta, windows.minute_ttl_s, windows.day_ttl_s, len(windows.accounts)]
@@ -100,8 +101,8 @@ class RedisStore:
 
     async def add_usage(self, write: UsageWrite, settle: tuple[Windows, int] | None = None) -> None:
         """Add a finished request to the ledger, and settle its reservation in the same script
-        when `settle` is given; returns once the command is sent (a failure is logged, like a
-        lost settlement)."""
+        when `settle` is given; returns once the command is handed over (a failure is logged,
+        like a lost settlement)."""
         keys = [write.hour_key, write.users_key]
         delta, minutes, global_day = 0, 0, None
         if settle is not None:
@@ -144,7 +145,7 @@ class RedisStore:
         return await self._bounded(self._connection.execute("MGET", *keys))
 
     async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None:
-        """Keep a response cache entry for `ttl_s`; returns once the command is sent (a lost
+        """Keep a response cache entry for `ttl_s`; returns once the command is handed over (a lost
         write is a later miss, nothing more)."""
         reply = await self._bounded(self._connection.send("SET", key, value, "EX", ttl_s))
         reply.add_done_callback(_consume_reply)
@@ -208,9 +209,11 @@ class RedisStore:
 
     async def _send(self, script: Script, keys: list[str], args: list[Any]) -> None:
         """Hand `script` to the connection; its reply is read in the background."""
-        reply = await self._bounded(
-            self._connection.send("EVALSHA", script.sha, len(keys), *keys, *args)
-        )
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        # Most often the connection is open: no wait, so nothing to bound.
+        reply = self._connection.send_if_open(*command)
+        if reply is None:
+            reply = await self._bounded(self._connection.send(*command))
         reply.add_done_callback(lambda done: self._after_add(done, script, keys, args))
 
     async def _run(self, script: Script, keys: list[str], args: list[int]) -> Any:
