@@ -95,6 +95,10 @@ def create_app(
         exception_handlers=_exception_handlers(),
         docs_url=None,  # lib.routes.pages serves /docs and /redoc from this origin
         redoc_url=None,
+        # promptgate's traces are its own (lib/tracing.py, redacted, only when configured).
+        # FastAPI's native telemetry would report to any global provider a platform set, and
+        # looks its providers up on every request (~1% of a request's CPU, bench/profile.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = Services(
         settings=settings,

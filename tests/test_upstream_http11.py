@@ -4,6 +4,7 @@ loopback: real sockets, real bytes, each fault as a server would commit it."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lib.upstream.bodies import read_capped
 from lib.upstream.http11 import Http11Transport
 from tests.certificates import self_signed
 
@@ -492,3 +494,28 @@ def test_a_chunked_request_body_is_refused_before_anything_is_sent() -> None:
             return len(server.requests)
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_compressed_answer_is_read_decoded_and_a_plain_one_as_sent() -> None:
+    async def scenario() -> list[bytes]:
+        async def both(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int):
+            await _read_request(reader)
+            zipped = gzip.compress(b'{"zipped":true}')
+            writer.write(_answer(zipped, b"Content-Encoding: gzip\r\n"))
+            await _read_request(reader)
+            writer.write(_answer(b'{"plain":true}'))
+            await writer.drain()
+            await asyncio.sleep(1)
+
+        async with Server(both) as server:
+            transport = Http11Transport()
+            bodies = []
+            for _ in range(2):
+                request = httpx.Request("POST", server.url, content=b"{}", extensions=TIMEOUTS)
+                response = await transport.handle_async_request(request)
+                bodies.append(await read_capped(response))
+                await response.aclose()
+            await transport.aclose()
+            return bodies
+
+    assert asyncio.run(scenario()) == [b'{"zipped":true}', b'{"plain":true}']
