@@ -213,8 +213,7 @@ class RedisConnection:
 
     async def execute(self, *args: str | int | bytes) -> Any:
         """Send one command and return its reply."""
-        protocol = await self._ready()
-        return await protocol.send(encode_command(*args), 1)[0]
+        return await (await self.send(*args))
 
     async def send(self, *args: str | int | bytes) -> asyncio.Future[Any]:
         """Hand one command to the connection (connecting first if need be) and return the
@@ -225,13 +224,7 @@ class RedisConnection:
     def send_if_open(self, *args: str | int | bytes) -> asyncio.Future[Any] | None:
         """`send` without waiting: the future of the reply when the connection is open and
         was answering lately, else None (`send` connects or checks it first)."""
-        protocol = self._protocol
-        if (
-            protocol is None
-            or protocol.lost
-            or self._loop is not asyncio.get_running_loop()
-            or self._loop.time() - protocol.last_reply_at >= self._idle_check_s
-        ):
+        if self._loop is not asyncio.get_running_loop() or (protocol := self._fresh()) is None:
             return None
         return protocol.send(encode_command(*args), 1)[0]
 
@@ -272,12 +265,11 @@ class RedisConnection:
         if self._loop is not loop:
             self.reset()
             self._loop = loop
+        if (protocol := self._fresh()) is not None:
+            return protocol
         protocol = self._protocol
-        if protocol is not None and not protocol.lost:
-            if loop.time() - protocol.last_reply_at < self._idle_check_s:
-                return protocol
-            if await self._answers(protocol):
-                return protocol
+        if protocol is not None and not protocol.lost and await self._answers(protocol):
+            return protocol
         if self._connecting is None or self._connecting.done():
             # One connection for every request that needs it now: the first opens it.
             self._connecting = loop.create_future()
@@ -292,6 +284,15 @@ class RedisConnection:
             connecting.set_result(self._protocol)
             return self._protocol
         return await asyncio.shield(self._connecting)
+
+    def _fresh(self) -> _RespProtocol | None:
+        """The open connection, when it answered within the idle check's interval."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost or self._loop is None:
+            return None
+        if self._loop.time() - protocol.last_reply_at >= self._idle_check_s:
+            return None
+        return protocol
 
     async def _answers(self, protocol: _RespProtocol) -> bool:
         try:

@@ -145,8 +145,8 @@ class RedisStore:
         return await self._bounded(self._connection.execute("MGET", *keys))
 
     async def cache_put(self, key: str, value: bytes, ttl_s: int) -> None:
-        """Keep a response cache entry for `ttl_s`; returns once the command is handed over (a lost
-        write is a later miss, nothing more)."""
+        """Keep a response cache entry for `ttl_s`; returns once the command is handed over
+        (a lost write is a later miss, nothing more)."""
         reply = await self._bounded(self._connection.send("SET", key, value, "EX", ttl_s))
         reply.add_done_callback(_consume_reply)
 
