@@ -139,3 +139,45 @@ def test_the_pool_follows_a_new_event_loop(
         with client:  # a new event loop each time
             response = client.post(CHAT, json=HELLO, headers=AUTH)
             assert response.headers["x-ratelimit-remaining-requests"] == remaining
+
+
+def _ttls(server: RedisServer) -> dict[str, int]:
+    """Every key in the store and its TTL in seconds (-1: none)."""
+    listed = server.command("KEYS", "*").split("\r\n")
+    keys = [line for line in listed[2::2] if line]
+    return {key: int(server.command("TTL", key).strip(":\r\n")) for key in keys}
+
+
+def test_every_window_the_scripts_create_expires_and_keeps_its_expiry(
+    upstream: respx.Router, redis_server: RedisServer
+) -> None:
+    """Admission gives a window its TTL only when it creates it, a settlement only when its
+    count starts there: each window still expires, within two of its periods."""
+    upstream.post(CHAT).respond(200, json=chat_completion())
+    settings = {"global_daily_tokens": 10_000_000, "redis_url": redis_server.url}
+    app = create_app(
+        make_settings(
+            keys_toml=policy(rpm=100, tpm=1_000_000, daily_tokens=1_000_000),
+            limits_store_timeout_s=BOUND_S,
+            **settings,
+        ),
+        transport=httpx.MockTransport(upstream.async_handler),
+        clock=Clock(T0),
+    )
+    with TestClient(audited(app), raise_server_exceptions=False) as client:
+        for _ in range(3):
+            assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
+        time.sleep(0.2)  # settlements are written in the background
+        ttls = _ttls(redis_server)
+        windows = {key: ttl for key, ttl in ttls.items() if "usage" not in key}
+        assert len(windows) >= 3, ttls  # the minute, the key's day, the deployment's day
+        assert all(ttl > 0 for ttl in ttls.values()), ttls  # the usage ledger's hour too
+        days = [ttl for key, ttl in windows.items() if ":d:" in key]
+        minutes = [ttl for key, ttl in windows.items() if ":m:" in key]
+        assert len(days) == 2 and all(86_400 < ttl <= 2 * 86_400 for ttl in days), ttls
+        assert len(minutes) == 1 and 60 < minutes[0] <= 120, ttls
+        # A give-back (a failed upstream) settles an existing window: its TTL stays.
+        upstream.post(CHAT).respond(502, json={"error": "down"})
+        assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 502
+        time.sleep(0.2)
+        assert all(ttl > 0 for ttl in _ttls(redis_server).values())

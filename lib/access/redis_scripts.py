@@ -39,16 +39,20 @@ if full(gdaily, glob) then verdict = 1 else
   end
 end
 if verdict == 0 and ARGV[6] == '1' then
+  -- A window is given its TTL by whoever creates it (here, or a settlement), so an EXPIRE is
+  -- sent only where a count was 0: one call fewer per window for every later request.
   for i = 1, n do
+    local fresh_minute, fresh_day = req[i] == 0, day[i] == 0
     req[i] = redis.call('HINCRBY', KEYS[2 * i - 1], 'r', 1)
     tok[i] = redis.call('HINCRBY', KEYS[2 * i - 1], 't', reserve)
-    redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[4])
     day[i] = redis.call('INCRBY', KEYS[2 * i], reserve)
-    redis.call('EXPIRE', KEYS[2 * i], ARGV[5])
+    if fresh_minute then redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[4]) end
+    if fresh_day then redis.call('EXPIRE', KEYS[2 * i], ARGV[5]) end
   end
   if gkey then
+    local fresh = glob == 0
     glob = redis.call('INCRBY', gkey, reserve)
-    redis.call('EXPIRE', gkey, ARGV[5])
+    if fresh then redis.call('EXPIRE', gkey, ARGV[5]) end
   end
 end
 local out = {verdict, refused, glob}
@@ -68,11 +72,13 @@ _SETTLE_FUNCTION = """
 local function settle(first, delta, minute_ttl, day_ttl, minutes)
   for i = first, #KEYS do
     if delta >= 0 or redis.call('EXISTS', KEYS[i]) == 1 then
+      -- A count that comes out at delta was 0 and may have been created here: give it its TTL
+      -- (every other window already has one, from whoever created it).
       if i - first < minutes then
-        redis.call('HINCRBY', KEYS[i], 't', delta)
-        redis.call('EXPIRE', KEYS[i], minute_ttl)
-      else
-        redis.call('INCRBY', KEYS[i], delta)
+        if redis.call('HINCRBY', KEYS[i], 't', delta) == delta then
+          redis.call('EXPIRE', KEYS[i], minute_ttl)
+        end
+      elseif redis.call('INCRBY', KEYS[i], delta) == delta then
         redis.call('EXPIRE', KEYS[i], day_ttl)
       end
     end
@@ -131,8 +137,9 @@ local reserve, gdaily = tonumber(ARGV[1]), tonumber(ARGV[2])
 local glob = tonumber(redis.call('GET', KEYS[1])) or 0
 if gdaily >= 0 and (glob >= gdaily or glob + reserve > gdaily) then return {1, glob} end
 if ARGV[4] == '1' then
+  local fresh = glob == 0
   glob = redis.call('INCRBY', KEYS[1], reserve)
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  if fresh then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 end
 return {0, glob}
 """
