@@ -3,6 +3,7 @@ decides between counting in-process (and logging it) and 503. Never a 500, never
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
+from lib.access.redis_store import RedisStore
+from lib.access.stores import Account, Windows
 from lib.app import create_app
 from tests.conftest import AUTH, Clock, chat_completion, make_settings
 from tests.redis_server import RedisServer, run_redis_server
@@ -36,7 +39,7 @@ def client_for(
 ) -> TestClient:
     app = create_app(
         make_settings(
-            keys_toml=policy(rpm=rpm),
+            keys_toml=settings.pop("keys_toml", policy(rpm=rpm)),
             redis_url=server.url,
             limits_on_store_error=on_error,
             limits_store_timeout_s=BOUND_S,
@@ -154,30 +157,51 @@ def test_every_window_the_scripts_create_expires_and_keeps_its_expiry(
     """Admission gives a window its TTL only when it creates it, a settlement only when its
     count starts there: each window still expires, within two of its periods."""
     upstream.post(CHAT).respond(200, json=chat_completion())
-    settings = {"global_daily_tokens": 10_000_000, "redis_url": redis_server.url}
-    app = create_app(
-        make_settings(
-            keys_toml=policy(rpm=100, tpm=1_000_000, daily_tokens=1_000_000),
-            limits_store_timeout_s=BOUND_S,
-            **settings,
-        ),
-        transport=httpx.MockTransport(upstream.async_handler),
-        clock=Clock(T0),
-    )
-    with TestClient(audited(app), raise_server_exceptions=False) as client:
+    keys_toml = policy(rpm=100, tpm=1_000_000, daily_tokens=1_000_000)
+    with client_for(
+        upstream, redis_server, keys_toml=keys_toml, global_daily_tokens=10_000_000
+    ) as client:
+        # The first request creates every window; the later ones find them.
         for _ in range(3):
             assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 200
-        time.sleep(0.2)  # settlements are written in the background
-        ttls = _ttls(redis_server)
-        windows = {key: ttl for key, ttl in ttls.items() if "usage" not in key}
-        assert len(windows) >= 3, ttls  # the minute, the key's day, the deployment's day
-        assert all(ttl > 0 for ttl in ttls.values()), ttls  # the usage ledger's hour too
-        days = [ttl for key, ttl in windows.items() if ":d:" in key]
-        minutes = [ttl for key, ttl in windows.items() if ":m:" in key]
-        assert len(days) == 2 and all(86_400 < ttl <= 2 * 86_400 for ttl in days), ttls
-        assert len(minutes) == 1 and 60 < minutes[0] <= 120, ttls
+            time.sleep(0.2)  # settlements are written in the background
+            ttls = _ttls(redis_server)
+            assert all(ttl > 0 for ttl in ttls.values()), ttls  # the usage ledger's hour too
+            windows = {key: ttl for key, ttl in ttls.items() if "usage" not in key}
+            days = [ttl for key, ttl in windows.items() if ":d:" in key]
+            minutes = [ttl for key, ttl in windows.items() if ":m:" in key]
+            # The key's day and the deployment's; the minute lives two minutes at most.
+            assert len(days) == 2 and all(86_400 < ttl <= 2 * 86_400 for ttl in days), ttls
+            assert len(minutes) == 1 and 60 < minutes[0] <= 120, ttls
         # A give-back (a failed upstream) settles an existing window: its TTL stays.
         upstream.post(CHAT).respond(502, json={"error": "down"})
         assert client.post(CHAT, json=HELLO, headers=AUTH).status_code == 502
         time.sleep(0.2)
         assert all(ttl > 0 for ttl in _ttls(redis_server).values())
+
+
+def test_a_settlement_that_recreates_expired_windows_gives_them_their_ttl(
+    redis_server: RedisServer,
+) -> None:
+    """A window that expired between admission and settlement is created again by the
+    settlement, and must expire again."""
+    windows = Windows(
+        accounts=(Account("pg:{a}:m:1", "pg:{a}:d:1"),),
+        global_day="pg:{*}:d:1",
+        global_daily_tokens=1_000,
+        minute_ttl_s=120,
+        day_ttl_s=172_800,
+        now=time.time(),
+    )
+
+    async def settle() -> None:
+        store = RedisStore(redis_server.url, timeout_s=BOUND_S)
+        await store.add_tokens(windows, 7)
+        await store.ping()  # answered after the settlement: it has run
+        await store.aclose()
+
+    asyncio.run(settle())
+    ttls = _ttls(redis_server)
+    assert 60 < ttls["pg:{a}:m:1"] <= 120, ttls
+    assert 86_400 < ttls["pg:{a}:d:1"] <= 172_800, ttls
+    assert 86_400 < ttls["pg:{*}:d:1"] <= 172_800, ttls
