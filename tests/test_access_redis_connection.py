@@ -16,8 +16,8 @@ import pytest
 from lib.access.redis_connection import (
     RedisConnection,
     RedisReplyError,
+    _RespProtocol,
     encode_command,
-    parse_reply,
 )
 from lib.access.redis_store import RedisStore
 from lib.access.stores import Account, Verdict, Windows
@@ -39,6 +39,35 @@ def _minute_tokens(server: RedisServer) -> str:
     return server.command("HGET", "t:m", "t").split("\r\n")[1]
 
 
+class _Wire:
+    """A transport that keeps what is written, for a protocol fed replies by hand."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _replies(chunks: list[bytes], commands: int) -> list[object]:
+    """What `commands` waiting futures get when the server sends `chunks`, one read each
+    (an exception where the future failed)."""
+
+    async def run() -> list[object]:
+        protocol = _RespProtocol(asyncio.get_running_loop())
+        protocol.connection_made(_Wire())  # type: ignore[arg-type]
+        futures = protocol.send(encode_command("PING"), commands)
+        for chunk in chunks:
+            protocol.data_received(chunk)
+        return [f.exception() or f.result() if f.done() else "waiting" for f in futures]
+
+    return asyncio.run(run())
+
+
 @pytest.mark.parametrize(
     ("raw", "value"),
     [
@@ -54,23 +83,44 @@ def _minute_tokens(server: RedisServer) -> str:
     ],
 )
 def test_replies_are_parsed_whole_and_the_next_one_located(raw: bytes, value: object) -> None:
-    parsed, end = parse_reply(raw + b":9\r\n")
-    assert parsed == value
-    assert parse_reply(raw + b":9\r\n", end) == (9, end + 4)
+    assert _replies([raw + b":9\r\n"], 2) == [value, 9]
 
 
-@pytest.mark.parametrize("raw", [b":4", b"$5\r\nhel", b"$5\r\nhello\r", b"*2\r\n:1\r\n", b""])
+@pytest.mark.parametrize("raw", [b":4", b"$5\r\nhel", b"$5\r\nhello\r", b"*2\r\n:1\r\n"])
 def test_a_reply_cut_short_waits_for_more(raw: bytes) -> None:
-    from lib.access.redis_connection import _Incomplete
+    assert _replies([raw], 1) == ["waiting"]
+    # The rest, in another read, completes it; a reply split at every byte still arrives.
+    whole = b"*2\r\n:1\r\n$2\r\nab\r\n"
+    assert _replies([whole[i : i + 1] for i in range(len(whole))], 1) == [[1, b"ab"]]
 
-    with pytest.raises(_Incomplete):
-        parse_reply(raw)
 
-
-def test_an_error_reply_is_returned_with_its_kind() -> None:
-    error, _ = parse_reply(b"-NOSCRIPT No matching script\r\n")
+def test_an_error_reply_fails_only_its_own_command_with_its_kind() -> None:
+    error, after = _replies([b"-NOSCRIPT No matching script\r\n:1\r\n"], 2)
     assert isinstance(error, RedisReplyError)
     assert error.code == "NOSCRIPT"
+    assert after == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "first"), [(b"!garbage\r\n", ConnectionError), (b":1\r\n:2\r\n", 1)]
+)
+def test_an_unreadable_or_unasked_for_reply_fails_the_connection(raw: bytes, first: object) -> None:
+    # The second: a reply with no command waiting means the two sides no longer agree.
+    (reply,) = _replies([raw], 1)
+    if first is ConnectionError:
+        assert isinstance(reply, ConnectionError)
+        assert "unreadable reply from Redis" in str(reply)
+    else:
+        assert reply == first
+
+    async def lost_after(chunk: bytes) -> bool:
+        protocol = _RespProtocol(asyncio.get_running_loop())
+        protocol.connection_made(_Wire())  # type: ignore[arg-type]
+        protocol.send(encode_command("PING"), 1)
+        protocol.data_received(chunk)
+        return protocol.lost
+
+    assert asyncio.run(lost_after(raw))
 
 
 def test_commands_are_bulk_string_arrays() -> None:
