@@ -114,11 +114,12 @@ def test_an_unreadable_or_unasked_for_reply_fails_the_connection(raw: bytes, fir
         assert reply == first
 
     async def lost_after(chunk: bytes) -> bool:
+        wire = _Wire()
         protocol = _RespProtocol(asyncio.get_running_loop())
-        protocol.connection_made(_Wire())  # type: ignore[arg-type]
+        protocol.connection_made(wire)  # type: ignore[arg-type]
         protocol.send(encode_command("PING"), 1)
         protocol.data_received(chunk)
-        return protocol.lost
+        return protocol.lost and wire.closed
 
     assert asyncio.run(lost_after(raw))
 

@@ -78,6 +78,9 @@ class _RespProtocol(asyncio.Protocol):
                 else:
                     waiter.set_result(reply)
         except hiredis.ProtocolError as exc:
+            # The rest of the stream cannot be trusted: close it, not only stop reading it.
+            if self._transport is not None:
+                self._transport.close()
             self._fail(ConnectionError(f"unreadable reply from Redis: {exc}"))
             return
         self.last_reply_at = self._loop.time()
